@@ -1,0 +1,1 @@
+"""kubellm operator: reconciles the kubellm custom resources into Kubernetes objects."""

@@ -1,0 +1,1 @@
+"""kubellm runtime: the one image that trains, serves and evaluates."""

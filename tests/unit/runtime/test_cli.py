@@ -1,0 +1,26 @@
+"""The ``kubellm`` command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubellm.runtime.cli import main
+
+
+def test_version_prints_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("kubellm 0.")
+
+
+def test_unimplemented_command_says_so_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "-f", "examples/quickstart/"]) == 2
+    assert "not yet implemented" in capsys.readouterr().err
+
+
+def test_missing_filename_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run"])
+    assert exit_info.value.code == 2
+    assert "-f/--filename" in capsys.readouterr().err
