@@ -30,7 +30,8 @@ staging_replaces() {
   local gomod minor
   gomod=$(go mod download -json "k8s.io/kubernetes@${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   minor="v0.${K8S_VERSION#v1.}"
-  grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0' "$gomod" | awk -v v="$minor" '{print "replace " $1 " => " $1 " " v}' | sort -u
+  # (exactly v0.0.0: pseudo-versions such as k8s.io/utils v0.0.0-2025... are real modules)
+  grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk -v v="$minor" '{print "replace " $1 " => " $1 " " v}' | sort -u
 }
 
 build_kubernetes() {
@@ -93,20 +94,24 @@ go_install() {  # name module@version
 }
 
 stage_files() {
-  local src
+  # kwok needs Stage objects: fast node/pod life cycles (Job pods complete), leases for node
+  # heartbeats, and volume provisioning so PersistentVolumeClaims bind.
+  local src dest="$bin_dir/kwok-stages"
   src="$(GOFLAGS= go mod download -json "sigs.k8s.io/kwok@${KWOK_VERSION}" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/kustomize/stage"
-  mkdir -p "$bin_dir/kwok-stages"
-  cp "$src/node-fast/node-initialize.yaml" "$src/node-heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
-     "$src/pod-fast/pod-ready.yaml" "$src/pod-fast/pod-complete.yaml" "$src/pod-fast/pod-delete.yaml" \
-     "$bin_dir/kwok-stages/" 2>/dev/null || find "$src" -name '*.yaml' -exec cp {} "$bin_dir/kwok-stages/" \;
-  chmod -R u+w "$bin_dir/kwok-stages"
+  rm -rf "$dest" && mkdir -p "$dest"
+  cp "$src/node/fast/node-initialize.yaml" "$src/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml" \
+     "$src/pod/fast/pod-ready.yaml" "$src/pod/fast/pod-complete.yaml" "$src/pod/fast/pod-delete.yaml" \
+     "$src/volume/fast/pvc-provision.yaml" "$src/volume/fast/pv-bind.yaml" "$src/volume/fast/pvc-delete.yaml" \
+     "$src/volume/fast/pv-delete.yaml" "$src/volume/fast/storage-class.yaml" "$dest/"
+  chmod -R u+w "$dest"
+  touch "$dest/.done"
 }
 
 main() {
   local start=$SECONDS
   build_etcd
   go_install kwok "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
-  have kwok-stages/.done || { stage_files && touch "$bin_dir/kwok-stages/.done"; }
+  [ -f "$bin_dir/kwok-stages/.done" ] || stage_files
   go_install helm "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
   build_kubernetes
   log "binaries ready in $((SECONDS - start))s"

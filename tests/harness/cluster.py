@@ -99,6 +99,8 @@ class Component:
     name: str
     pid: int
     log: Path
+    # Kept so the child is reaped by its owner (and Popen does not warn that it still runs).
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -172,7 +174,7 @@ def _spawn(cluster: Cluster, name: str, args: Sequence[str], *, detach: bool) ->
             preexec_fn=None if detach else _die_with_parent,  # noqa: PLW1509
             cwd=cluster.workdir,
         )
-    cluster.components.append(Component(name=name, pid=proc.pid, log=log))
+    cluster.components.append(Component(name=name, pid=proc.pid, log=log, process=proc))
 
 
 def _wait(what: str, probe: Callable[[], bool], cluster: Cluster, timeout: float) -> None:
@@ -190,15 +192,15 @@ def _wait(what: str, probe: Callable[[], bool], cluster: Cluster, timeout: float
 
 def _check_alive(cluster: Cluster) -> None:
     for comp in cluster.components:
-        try:
-            pid, status = os.waitpid(comp.pid, os.WNOHANG)
-        except ChildProcessError:
-            pid, status = 0, 0
-            if not _pid_alive(comp.pid):
-                pid = comp.pid
-        if pid == comp.pid:
+        if not _component_alive(comp):
             tail = comp.log.read_text(errors="replace")[-3000:]
-            raise ClusterError(f"{comp.name} exited (status {status}); last log lines:\n{tail}")
+            raise ClusterError(f"{comp.name} exited; last log lines:\n{tail}")
+
+
+def _component_alive(comp: Component) -> bool:
+    if comp.process is not None:
+        return comp.process.poll() is None
+    return _pid_alive(comp.pid)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -393,16 +395,12 @@ def _kill_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def _reap(pids: Sequence[int], timeout: float) -> list[int]:
+def _reap(components: Sequence[Component], timeout: float) -> list[Component]:
     deadline = time.monotonic() + timeout
-    alive = list(pids)
+    alive = [c for c in components if _component_alive(c)]
     while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if not _pid_alive(pid):
-                alive.remove(pid)
         time.sleep(0.1)
+        alive = [c for c in alive if _component_alive(c)]
     return alive
 
 
@@ -411,12 +409,12 @@ def stop_cluster(cluster: Cluster, *, keep_logs: bool = False) -> None:
 
     With ``keep_logs`` the folder stays so a failed run can be read afterwards.
     """
-    pids = [c.pid for c in reversed(cluster.components)]
-    for pid in pids:
-        _kill_group(pid, signal.SIGTERM)
-    for pid in _reap(pids, timeout=10):
-        _kill_group(pid, signal.SIGKILL)
-    _reap(pids, timeout=5)
+    components = list(reversed(cluster.components))
+    for comp in components:
+        _kill_group(comp.pid, signal.SIGTERM)
+    for comp in _reap(components, timeout=10):
+        _kill_group(comp.pid, signal.SIGKILL)
+    _reap(components, timeout=5)
     if keep_logs:
         print(f"[cluster] logs kept in {cluster.workdir / 'logs'}", file=sys.stderr)
     else:

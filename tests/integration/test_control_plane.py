@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.harness.cluster import Cluster, harness_processes, running_cluster
+from tests.harness.cluster import Cluster, harness_processes
 
 pytestmark = pytest.mark.integration
 
@@ -120,16 +121,34 @@ def test_kubectl_and_helm_talk_to_the_cluster(cluster: Cluster, namespace: str, 
     cluster.helm("uninstall", "probe", "-n", namespace, "--wait")
 
 
-def test_two_clusters_at_once_do_not_collide_and_leave_no_process(cluster: Cluster) -> None:
-    started = time.monotonic()
-    with running_cluster() as second:
-        print(f"\n[cluster] second control plane started in {time.monotonic() - started:.1f}s")
+def test_second_cluster_by_hand_does_not_collide_and_leaves_no_process(cluster: Cluster, tmp_path: Path) -> None:
+    """``make cluster-up`` / ``make cluster-down`` beside the session's cluster."""
+    state_dir = tmp_path / "kubellm-cluster-by-hand"
+    up = subprocess.run(
+        [sys.executable, "-m", "tests.harness.cluster", "up", "--dir", str(state_dir)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert up.returncode == 0, up.stderr
+    print(f"\n[cluster] {up.stdout.splitlines()[0]}")
+    state = json.loads((state_dir / "state.json").read_text())
+    second = Cluster(
+        workdir=Path(state["workdir"]),
+        bin_dir=Path(state["bin_dir"]),
+        kubeconfig=state_dir / "kubeconfig",
+        server=state["server"],
+    )
+    try:
         assert second.server != cluster.server
-        assert not set(second.pids()) & set(cluster.pids())
+        assert not {c["pid"] for c in state["components"]} & set(cluster.pids())
         second.kubectl("create", "namespace", "only-in-second")
         assert cluster.kubectl("get", "namespace", "only-in-second", check=False).returncode != 0
-        marker = str(second.workdir)
-        assert len(harness_processes(marker)) >= len(second.components)
-    assert harness_processes(marker) == []
-    assert not second.workdir.exists()
+        assert len(harness_processes(str(state_dir))) == len(state["components"])
+    finally:
+        down = subprocess.run(
+            [sys.executable, "-m", "tests.harness.cluster", "down", "--dir", str(state_dir)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert harness_processes(str(state_dir)) == []
+    assert not (state_dir / "kubeconfig").exists()
     assert cluster.kubectl("get", "--raw", "/readyz").stdout == "ok"
