@@ -93,6 +93,45 @@ def test_deleting_owner_garbage_collects_dependents(cluster: Cluster, namespace:
     assert gone.returncode != 0 and "NotFound" in gone.stderr
 
 
+def test_persistent_volume_claim_binds_and_pod_using_it_runs(cluster: Cluster, namespace: str) -> None:
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "model-cache", "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "reader", "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "main", "image": "registry.invalid/reader:1", "volumeMounts": [
+                {"name": "cache", "mountPath": "/models"}]}],
+            "volumes": [{"name": "cache", "persistentVolumeClaim": {"claimName": "model-cache"}}],
+        },
+    }  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [claim, pod]}))
+    cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Bound", "pvc/model-cache", "-n", namespace, "--timeout=60s")
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/reader", "-n", namespace, "--timeout=60s")
+
+
+def test_gpu_request_schedules_on_the_gpu_node(cluster: Cluster, namespace: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "gpu", "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "main", "image": "registry.invalid/gpu:1",
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        },
+    }  # fmt: skip
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    cluster.kubectl("wait", "--for=condition=Ready", "pod/gpu", "-n", namespace, "--timeout=60s")
+    scheduled = _json(cluster, "pod", "gpu", "-n", namespace)["spec"]
+    assert isinstance(scheduled, dict)
+    assert scheduled["nodeName"] == "kwok-gpu-0"
+
+
 def test_crd_is_served_and_schema_enforced(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-f", "-", input=json.dumps(CRD))
     cluster.kubectl("wait", "--for=condition=established", "crd/widgets.harness.kubellm.io", "--timeout=60s")
