@@ -3,22 +3,37 @@
 Each command is what a pod of one kind runs (``train`` for a FineTuneJob, ``serve`` for a
 ModelDeployment, ``experiment`` for a PromptExperiment); ``run`` takes the same manifests
 and runs them locally without a cluster.
+
+A command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+it is imported only when chosen, so ``kubellm --help`` never loads torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Protocol, cast
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
-_PENDING = {
-    "run": "local runs of manifests (`kubellm run -f PATH`) land with the quickstart work",
-    "train": "fine-tuning lands with the training runtime",
-    "serve": "the inference server lands with the serving runtime",
-    "experiment": "prompt experiments land with the experiments runtime",
+
+class CommandModule(Protocol):
+    """What a command module provides."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...  # pragma: no cover
+
+    def run(self, args: argparse.Namespace) -> int: ...  # pragma: no cover
+
+
+# name -> (module implementing it, or None while it is not built yet; one-line help)
+COMMANDS: dict[str, tuple[str | None, str]] = {
+    "run": (None, "run FineTuneJob/ModelDeployment/PromptExperiment manifests locally"),
+    "train": (None, "fine-tune a model (what a FineTuneJob's pod runs)"),
+    "serve": (None, "serve a model over an OpenAI-compatible API (what a ModelDeployment's pods run)"),
+    "experiment": (None, "A/B-test prompt variants (what a PromptExperiment's pod runs)"),
 }
 
 
@@ -29,24 +44,35 @@ def _package_version() -> str:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
+def _load(module_name: str) -> CommandModule:
+    return cast(CommandModule, importlib.import_module(module_name))
+
+
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; the ``chosen`` command's module adds its own arguments."""
     parser = argparse.ArgumentParser(prog="kubellm", description="Fine-tune, serve and A/B-test LLMs.")
     parser.add_argument("--version", action="version", version=f"kubellm {_package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run FineTuneJob/ModelDeployment/PromptExperiment manifests locally")
-    run.add_argument("-f", "--filename", required=True, help="a manifest file or a folder of manifests")
-    for name in ("train", "serve", "experiment"):
-        cmd = sub.add_parser(name, help=_PENDING[name])
-        cmd.add_argument("--config", help="YAML or JSON configuration file")
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if module_name is None:
+            cmd.add_argument("-f", "--filename", help="a manifest file or a folder of manifests")
+            cmd.add_argument("--config", help="YAML or JSON configuration file")
+        elif name == chosen:
+            _load(module_name).add_arguments(cmd)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kubellm`` console script."""
-    args = build_parser().parse_args(argv)
-    print(f"kubellm {args.command}: not yet implemented: {_PENDING[args.command]}.", file=sys.stderr)
-    return 2
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in args_list if not a.startswith("-")), None)
+    args = build_parser(chosen).parse_args(args_list)
+    module_name = COMMANDS[args.command][0]
+    if module_name is None:
+        print(f"kubellm {args.command}: not yet implemented in this release.", file=sys.stderr)
+        return 2
+    return _load(module_name).run(args)
 
 
 if __name__ == "__main__":

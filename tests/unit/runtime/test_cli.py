@@ -19,8 +19,8 @@ def test_unimplemented_command_says_so_clearly(capsys: pytest.CaptureFixture[str
     assert "not yet implemented" in capsys.readouterr().err
 
 
-def test_missing_filename_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["run"])
+        main(["deploy"])
     assert exit_info.value.code == 2
-    assert "-f/--filename" in capsys.readouterr().err
+    assert "invalid choice: 'deploy'" in capsys.readouterr().err
