@@ -57,5 +57,9 @@ unit: setup
 integration: setup system-deps cluster-binaries
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
+# Regenerate crds/*.yaml from the typed API models (tests fail when they are stale).
+crds: setup
+	$(PY) -m kubellm.operator.api.crdgen crds/
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
