@@ -28,12 +28,12 @@ $(STAMP): pyproject.toml
 
 # Debian packages the tests need (redis-server, openssl); installs only what is missing.
 system-deps:
-	@bash scripts/system-deps.sh
+	@bash .ci/system-deps.sh
 
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok and helm
 # from Go modules into ~/.cache/kubellm (once; later runs reuse the cache).
 cluster-binaries:
-	@bash scripts/cluster-binaries.sh
+	@bash tests/harness/cluster-binaries.sh
 
 cluster-up: setup cluster-binaries
 	$(PY) -m tests.harness.cluster up --dir .cluster

@@ -80,7 +80,7 @@ def binaries_dir() -> Path:
     preset = os.environ.get("KUBELLM_CLUSTER_BIN")
     if preset:
         return Path(preset)
-    script = REPO_ROOT / "scripts" / "cluster-binaries.sh"
+    script = Path(__file__).with_name("cluster-binaries.sh")
     result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ClusterError(f"building the cluster binaries failed:\n{result.stderr[-4000:]}")
