@@ -10,7 +10,7 @@ EXTRAS ?= operator,runtime,dev
 PYTEST_ARGS ?=
 
 .PHONY: quickstart test setup system-deps cluster-binaries cluster-up cluster-down \
-        lint typecheck imports unit integration crds clean
+        lint typecheck imports unit integration crds argocd-health clean
 
 quickstart: setup
 	$(VENV)/bin/kubellm run -f examples/quickstart/
@@ -60,6 +60,10 @@ integration: setup system-deps cluster-binaries
 # Regenerate crds/*.yaml from the typed API models (tests fail when they are stale).
 crds: setup
 	$(PY) -m kubellm.operator.api.crdgen crds/
+
+# Regenerate the Argo CD health-check snippet from the API's condition names.
+argocd-health: setup
+	$(PY) -m kubellm.operator.api.health examples/argocd/argocd-cm-health.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache
