@@ -117,6 +117,8 @@ class Cluster:
         """Environment for kubectl/helm/clients pointed at this cluster only."""
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
+        # kubectl's discovery cache per cluster: ports repeat across runs, caches must not.
+        env["KUBECACHEDIR"] = str(self.workdir / "kube-cache")
         env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
         env["HELM_CACHE_HOME"] = str(self.workdir / "helm" / "cache")
         env["HELM_CONFIG_HOME"] = str(self.workdir / "helm" / "config")
