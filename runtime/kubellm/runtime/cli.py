@@ -33,7 +33,10 @@ COMMANDS: dict[str, tuple[str | None, str]] = {
     "run": (None, "run FineTuneJob/ModelDeployment/PromptExperiment manifests locally"),
     "train": (None, "fine-tune a model (what a FineTuneJob's pod runs)"),
     "serve": (None, "serve a model over an OpenAI-compatible API (what a ModelDeployment's pods run)"),
-    "experiment": (None, "A/B-test prompt variants (what a PromptExperiment's pod runs)"),
+    "experiment": (
+        "kubellm.runtime.experiments.command",
+        "A/B-test prompt variants (what a PromptExperiment's pod runs)",
+    ),
 }
 
 

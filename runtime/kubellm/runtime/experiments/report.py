@@ -1,0 +1,198 @@
+"""The experiment's artifacts: ``result.json`` (the status payload) and a human report.
+
+``report.md`` holds the verdict, a per-variant table (means with intervals, success rate,
+latency, tokens), the comparisons with the control and how the numbers were computed;
+``scores.png`` charts the primary metric with its interval per variant when matplotlib is
+installed (it is optional: without it the report says so and everything else is written).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubellm.runtime.config import ExperimentConfig, MetricSummary, VariantComparison, VariantResult
+
+from .results import ExperimentResult
+
+__all__ = [
+    "CHART_FILE",
+    "REPORT_FILE",
+    "RESULT_FILE",
+    "ReportContext",
+    "comparison_table",
+    "variant_table",
+    "write_chart",
+    "write_report",
+    "write_result",
+]
+
+RESULT_FILE = "result.json"
+REPORT_FILE = "report.md"
+CHART_FILE = "scores.png"
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the report says about the run besides the result."""
+
+    name: str
+    endpoint: str
+    api: str
+    rows: int
+
+
+def write_result(result: ExperimentResult, output_dir: Path) -> Path:
+    """Write ``result.json``: the status payload, camelCase."""
+    path = output_dir / RESULT_FILE
+    path.write_text(result.model_dump_json(by_alias=True, exclude_none=True, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _number(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _with_interval(summary: MetricSummary | None) -> str:
+    if summary is None:
+        return "-"
+    if summary.ci_low is None or summary.ci_high is None:
+        return _number(summary.mean)
+    return f"{_number(summary.mean)} [{_number(summary.ci_low)}, {_number(summary.ci_high)}]"
+
+
+def _metric(result: VariantResult, name: str) -> MetricSummary | None:
+    return next((metric for metric in result.metrics if metric.name == name), None)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _success(result: VariantResult) -> str:
+    if result.samples == 0:
+        return "-"
+    return f"{100 * (result.samples - result.errors) / result.samples:.0f}%"
+
+
+def variant_table(config: ExperimentConfig, result: ExperimentResult) -> str:
+    """A Markdown table: one line per variant, primary metric first, intervals in brackets."""
+    primary = config.primary_metric
+    others = [s.name for s in config.scorers if s.name != primary]
+    if primary != "score":
+        others.insert(0, "score")
+    head = ["variant", "style", f"{primary} (CI)", *others, "answers", "success", "p50 s", "tokens out"]
+    styles = {variant.name: variant.style for variant in config.variants}
+    lines = [_row(head), _row(["---"] * len(head))]
+    for item in result.results:
+        mark = " (winner)" if item.name == result.winner else ""
+        cells = [f"{item.name}{mark}", styles.get(item.name, "-"), _with_interval(_metric(item, primary))]
+        cells += [_number(m.mean) if (m := _metric(item, name)) else "-" for name in others]
+        cells += [str(item.samples), _success(item), _number(item.latency_p50_seconds)]
+        cells.append("-" if item.completion_tokens is None else str(item.completion_tokens))
+        lines.append(_row(cells))
+    return "\n".join(lines)
+
+
+def _comparison_cells(comparison: VariantComparison) -> list[str]:
+    interval = (
+        "-"
+        if comparison.ci_low is None or comparison.ci_high is None
+        else f"[{comparison.ci_low:+.3g}, {comparison.ci_high:+.3g}]"
+    )
+    return [
+        f"{comparison.variant} vs {comparison.control}",
+        f"{comparison.difference:+.3g}",
+        interval,
+        _number(comparison.p_value),
+        _number(comparison.adjusted_p_value),
+        "yes" if comparison.significant else "no",
+    ]
+
+
+def comparison_table(result: ExperimentResult) -> str:
+    """A Markdown table of the comparisons with the control."""
+    head = ["comparison", "difference", "CI", "p", "adjusted p", "significant"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    lines += [_row(_comparison_cells(comparison)) for comparison in result.comparisons]
+    return "\n".join(lines)
+
+
+def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path) -> bool:
+    """Chart the primary metric per variant with its interval; False when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional dependency
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot  # noqa: PLC0415
+    except ImportError:
+        return False
+    metric, control = config.primary_metric, config.control or config.variants[0].name
+    names, means, below, above = [], [], [], []
+    for item in result.results:
+        summary = _metric(item, metric)
+        if summary is None:
+            continue
+        names.append(f"{item.name}\n(control)" if item.name == control else item.name)
+        means.append(summary.mean)
+        below.append(summary.mean - (summary.ci_low if summary.ci_low is not None else summary.mean))
+        above.append((summary.ci_high if summary.ci_high is not None else summary.mean) - summary.mean)
+    figure, axes = pyplot.subplots(figsize=(1.6 * max(len(names), 2) + 2, 4))
+    colours = ["tab:green" if name.split("\n")[0] == result.winner else "tab:blue" for name in names]
+    axes.bar(names, means, yerr=[below, above], capsize=6, color=colours)
+    axes.set_ylabel(f"{metric} (mean, {100 * (1 - float(config.alpha)):g}% CI)")
+    axes.set_title(result.summary or metric, fontsize=8, wrap=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return True
+
+
+def _method(config: ExperimentConfig) -> str:
+    correction = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "no"}[config.correction]
+    return (
+        "Each dataset row is one unit: a variant's value on a row is the mean over its samples. "
+        f"Means carry {100 * (1 - float(config.alpha)):g}% intervals (Wilson for 0/1 rates, BCa bootstrap "
+        "otherwise). Each variant is compared with the control by a paired t-test on the row differences, "
+        f"with {correction} correction across the comparisons; a winner is declared only when it is "
+        f"significantly best at alpha {config.alpha}. A failed request scores 0 on every quality scorer. "
+        "The sample size was fixed by the spec before the run."
+    )
+
+
+def write_report(config: ExperimentConfig, result: ExperimentResult, context: ReportContext, output_dir: Path) -> Path:
+    """Write ``report.md`` (and ``scores.png`` when matplotlib is available)."""
+    charted = write_chart(config, result, output_dir / CHART_FILE)
+    control = config.control or config.variants[0].name
+    lines = [
+        f"# Prompt experiment {context.name}",
+        "",
+        f"**{'Winner: ' + result.winner if result.winner else 'No winner'}** — {result.summary}",
+        "",
+        f"- endpoint: {context.endpoint} ({context.api} API)",
+        f"- {len(config.variants)} variants x {context.rows} rows x {config.samples} samples "
+        f"= {result.progress.total} requests; control: {control}",
+        f"- primary metric: {config.primary_metric}; alpha {config.alpha}; correction: {config.correction}",
+        "",
+        "## Variants",
+        "",
+        variant_table(config, result),
+        "",
+        "## Comparisons with the control",
+        "",
+        comparison_table(result),
+        "",
+        f"![{config.primary_metric} per variant]({CHART_FILE})" if charted else "(chart skipped: no matplotlib)",
+        "",
+        "## Method",
+        "",
+        _method(config),
+        "",
+    ]
+    path = output_dir / REPORT_FILE
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path

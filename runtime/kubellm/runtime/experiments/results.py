@@ -1,0 +1,181 @@
+"""From answered requests to the experiment's result: scores, per-variant summaries, verdict.
+
+The result is the status payload the operator copies into a PromptExperiment's status
+(``progress``, ``results``, ``comparisons``, ``winner``, ``summary``), built from the runtime's
+report models in :mod:`kubellm.runtime.config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, StringConstraints
+
+from kubellm.runtime.config import (
+    DatasetRow,
+    ExperimentConfig,
+    ExperimentProgress,
+    Identifier,
+    MetricSummary,
+    ReportModel,
+    VariantComparison,
+    VariantResult,
+)
+
+from .runner import RequestKey, RequestRecord
+from .scorers import COMBINED_SCORE, Answers, combined_score, score_answers
+from .statistics import TEST_NAME, Comparison, Verdict, compare_with_control, mean_interval
+from .templates import VariantTemplate
+
+__all__ = ["ExperimentResult", "ScoreTable", "analyse", "decide", "score_requests"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+class ExperimentResult(ReportModel):
+    """What ``result.json`` holds: the PromptExperiment status fields the runtime fills in."""
+
+    progress: ExperimentProgress = Field(description="Requests answered.")
+    results: list[VariantResult] = Field(default_factory=list, description="Per-variant metrics with intervals.")
+    comparisons: list[VariantComparison] = Field(
+        default_factory=list, description="Each variant against the control on the primary metric."
+    )
+    winner: Identifier | None = Field(default=None, description="The significantly best variant, if any.")
+    summary: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None, description="One-line conclusion."
+    )
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Every metric's value per variant, row and sample: arrays shaped (variants, rows, samples)."""
+
+    variants: tuple[str, ...]
+    metrics: Mapping[str, FloatArray]
+    lower_is_better: frozenset[str]
+
+    def row_values(self, metric: str, variant: str) -> FloatArray:
+        """Per-row means over the samples (NaN for a row with no value)."""
+        values = self.metrics[metric][self.variants.index(variant)]
+        present = np.isfinite(values)
+        counts = present.sum(axis=1)
+        sums = np.where(present, values, 0.0).sum(axis=1)
+        means: FloatArray = np.divide(sums, counts, out=np.full(sums.shape, np.nan), where=counts > 0)
+        return means
+
+
+def score_requests(
+    config: ExperimentConfig,
+    rows: Sequence[DatasetRow],
+    templates: Mapping[str, VariantTemplate],
+    records: Mapping[RequestKey, RequestRecord],
+) -> ScoreTable:
+    """Grade every answer with every scorer, plus the weighted ``score``."""
+    names = tuple(variant.name for variant in config.variants)
+    keys = [RequestKey(v, r, s) for v in names for r in range(len(rows)) for s in range(config.samples)]
+    answers = _answers(keys, rows, templates, records)
+    shape = (len(names), len(rows), config.samples)
+    columns = {scorer.name: score_answers(scorer, answers) for scorer in config.scorers}
+    metrics = {name: column.reshape(shape) for name, column in columns.items()}
+    metrics[COMBINED_SCORE] = combined_score(columns, config.scorers).reshape(shape)
+    slower = frozenset(scorer.name for scorer in config.scorers if scorer.type == "latency")
+    return ScoreTable(variants=names, metrics=metrics, lower_is_better=slower)
+
+
+def _answers(
+    keys: Sequence[RequestKey],
+    rows: Sequence[DatasetRow],
+    templates: Mapping[str, VariantTemplate],
+    records: Mapping[RequestKey, RequestRecord],
+) -> Answers:
+    chosen = [records[key] for key in keys]
+    return Answers(
+        texts=[templates[key.variant].answer(record.output or "") for key, record in zip(keys, chosen, strict=True)],
+        references=[rows[key.row].expected for key in keys],
+        latencies=[None if record.failed else record.latency_seconds for record in chosen],
+        failed=[record.failed for record in chosen],
+    )
+
+
+def _summary(name: str, values: FloatArray, alpha: float) -> MetricSummary | None:
+    interval = mean_interval(values, confidence=1.0 - alpha)
+    if interval.n == 0:
+        return None
+    return MetricSummary(name=name, mean=interval.mean, ci_low=interval.low, ci_high=interval.high)
+
+
+def _token_total(records: Sequence[RequestRecord], field: str) -> int | None:
+    counts = [getattr(record, field) for record in records if getattr(record, field) is not None]
+    return int(sum(counts)) if counts else None
+
+
+def _variant_result(table: ScoreTable, variant: str, records: Sequence[RequestRecord], alpha: float) -> VariantResult:
+    metric_names = [COMBINED_SCORE, *(name for name in table.metrics if name != COMBINED_SCORE)]
+    summaries = [_summary(name, table.row_values(name, variant), alpha) for name in metric_names]
+    latencies = [r.latency_seconds for r in records if not r.failed and r.latency_seconds is not None]
+    return VariantResult(
+        name=variant,
+        samples=len(records),
+        errors=sum(record.failed for record in records),
+        metrics=[summary for summary in summaries if summary is not None],
+        latency_p50_seconds=float(np.percentile(latencies, 50)) if latencies else None,
+        latency_p95_seconds=float(np.percentile(latencies, 95)) if latencies else None,
+        prompt_tokens=_token_total(records, "prompt_tokens"),
+        completion_tokens=_token_total(records, "completion_tokens"),
+    )
+
+
+def _comparison(comparison: Comparison) -> VariantComparison:
+    test = comparison.test
+    return VariantComparison(
+        variant=comparison.variant,
+        control=comparison.control,
+        metric=comparison.metric,
+        difference=test.difference if np.isfinite(test.difference) else 0.0,
+        ci_low=test.low,
+        ci_high=test.high,
+        p_value=test.p_value,
+        adjusted_p_value=comparison.adjusted_p_value,
+        significant=comparison.significant,
+        test=TEST_NAME,
+    )
+
+
+def decide(config: ExperimentConfig, table: ScoreTable) -> Verdict:
+    """Compare every variant with the control on the primary metric."""
+    metric = config.primary_metric
+    values = {variant: table.row_values(metric, variant) for variant in table.variants}
+    return compare_with_control(
+        values,
+        control=config.control or table.variants[0],
+        metric=metric,
+        alpha=float(Decimal(config.alpha)),
+        correction=config.correction,
+        lower_is_better=metric in table.lower_is_better,
+    )
+
+
+def analyse(
+    config: ExperimentConfig,
+    table: ScoreTable,
+    records: Mapping[RequestKey, RequestRecord],
+    progress: ExperimentProgress,
+) -> ExperimentResult:
+    """The status payload: per-variant summaries, comparisons with the control and the verdict."""
+    alpha = float(Decimal(config.alpha))
+    by_variant: dict[str, list[RequestRecord]] = {name: [] for name in table.variants}
+    for record in records.values():
+        by_variant[record.variant].append(record)
+    verdict = decide(config, table)
+    return ExperimentResult(
+        progress=progress,
+        results=[_variant_result(table, name, by_variant[name], alpha) for name in table.variants],
+        comparisons=[_comparison(item) for item in verdict.comparisons],
+        winner=verdict.winner,
+        summary=verdict.summary[:1024],
+    )

@@ -1,0 +1,113 @@
+"""Scores to the status payload, and the report files."""
+
+from __future__ import annotations
+
+import builtins
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kubellm.runtime.config import ExperimentConfig, ExperimentProgress
+from kubellm.runtime.experiments.report import ReportContext, write_chart, write_report, write_result
+from kubellm.runtime.experiments.results import ExperimentResult, analyse, score_requests
+from kubellm.runtime.experiments.runner import RequestKey, RequestRecord
+from kubellm.runtime.experiments.templates import compile_variants
+
+ROWS = 30
+
+
+def _config() -> ExperimentConfig:
+    return ExperimentConfig.model_validate(
+        {
+            "variants": [
+                {"name": "plain", "template": "{{ input }}"},
+                {"name": "reasoned", "style": "chainOfThought", "template": "Think. {{ input }}"},
+            ],
+            "dataset": {"rows": [{"input": f"q{i}", "expected": str(i)} for i in range(ROWS)]},
+            "scorers": [
+                {"name": "exact", "type": "exact", "weight": "1"},
+                {"name": "latency", "type": "latency", "weight": "0"},
+            ],
+            "samples": 2,
+        }
+    )
+
+
+def _records(config: ExperimentConfig) -> dict[RequestKey, RequestRecord]:
+    records = {}
+    for row in range(ROWS):
+        for sample in range(2):
+            plain = RequestRecord(variant="plain", row=row, sample=sample, fingerprint="f", latency_seconds=0.2)
+            plain = plain.model_copy(update={"output": str(row) if row % 3 == 0 else "?"})
+            if row == 1 and sample == 0:
+                plain = plain.model_copy(update={"output": None, "error": "HTTP 503: busy", "latency_seconds": None})
+            reasoned = RequestRecord(
+                variant="reasoned",
+                row=row,
+                sample=sample,
+                fingerprint="f",
+                output=f"hmm\nAnswer: {row}",
+                latency_seconds=0.4,
+                prompt_tokens=5,
+                completion_tokens=3,
+            )
+            records[plain.key], records[reasoned.key] = plain, reasoned
+    return records
+
+
+def _result(config: ExperimentConfig) -> ExperimentResult:
+    records = _records(config)
+    table = score_requests(config, config.dataset.rows, compile_variants(config.variants), records)
+    return analyse(config, table, records, ExperimentProgress(completed=120, total=120, percent=100))
+
+
+def test_scores_are_shaped_variants_rows_samples_and_row_means_skip_missing() -> None:
+    config = _config()
+    table = score_requests(config, config.dataset.rows, compile_variants(config.variants), _records(config))
+    assert table.metrics["exact"].shape == (2, ROWS, 2)
+    assert table.row_values("exact", "reasoned").tolist() == [1.0] * ROWS  # answer extracted from the reasoning
+    latency = table.row_values("latency", "plain")
+    assert latency[1] == pytest.approx(0.2)  # one sample failed: the other one counts
+    assert np.all(table.metrics["score"] == table.metrics["exact"])  # latency weighs 0
+
+
+def test_the_status_payload() -> None:
+    result = _result(_config())
+    assert result.winner == "reasoned" and result.summary is not None
+    plain, reasoned = result.results
+    assert (plain.samples, plain.errors, plain.prompt_tokens) == (60, 1, None)
+    assert (reasoned.errors, reasoned.prompt_tokens, reasoned.completion_tokens) == (0, 300, 180)
+    assert [m.name for m in plain.metrics] == ["score", "exact", "latency"]
+    assert reasoned.latency_p50_seconds == pytest.approx(0.4)
+    [comparison] = result.comparisons
+    assert comparison.variant == "reasoned" and comparison.control == "plain" and comparison.test == "paired-t"
+    assert comparison.significant and comparison.ci_low is not None and comparison.ci_low > 0
+
+
+def test_files(tmp_path: Path) -> None:
+    config = _config()
+    result = _result(config)
+    payload = json.loads(write_result(result, tmp_path).read_text())
+    assert set(payload) == {"progress", "results", "comparisons", "winner", "summary"}
+    assert payload["comparisons"][0]["adjustedPValue"] < 0.05
+    report = write_report(config, result, ReportContext("demo", "http://llm/v1", "chat", ROWS), tmp_path)
+    text = report.read_text()
+    assert "| reasoned (winner) | chainOfThought | 1 [" in text
+    assert "| plain | zeroShot |" in text and "| 98% |" in text  # 59 of 60 answers
+    assert "![score per variant](scores.png)" in text
+    assert (tmp_path / "scores.png").stat().st_size > 1000
+
+
+def test_the_chart_is_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    real_import = builtins.__import__
+
+    def no_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert write_chart(_config(), _result(_config()), tmp_path / "scores.png") is False
