@@ -10,7 +10,7 @@ EXTRAS ?= operator,runtime,dev
 PYTEST_ARGS ?=
 
 .PHONY: quickstart test setup system-deps cluster-binaries cluster-up cluster-down \
-        lint typecheck imports unit integration crds argocd-health clean
+        lint typecheck imports unit integration crds chart-files argocd-health kind-up images kind-load deploy e2e clean
 
 quickstart: setup
 	$(VENV)/bin/kubellm run -f examples/quickstart/
@@ -60,10 +60,45 @@ integration: setup system-deps cluster-binaries
 # Regenerate crds/*.yaml from the typed API models (tests fail when they are stale).
 crds: setup
 	$(PY) -m kubellm.operator.api.crdgen crds/
+	$(MAKE) chart-files
+
+# The chart cannot read outside its folder: it carries copies of the CRDs and of the operator's
+# RBAC rules (a test fails when they differ from their sources).
+chart-files:
+	cp crds/*.yaml charts/kubellm/files/crds/
+	cp operator/kubellm/operator/rbac.yaml charts/kubellm/files/operator-rules.yaml
 
 # Regenerate the Argo CD health-check snippet from the API's condition names.
 argocd-health: setup
 	$(PY) -m kubellm.operator.api.health examples/argocd/argocd-cm-health.yaml
+
+# --- kind: the whole thing on a laptop with Docker (not run by CI: no container engine there) ---
+KIND_CLUSTER ?= kubellm
+VERSION      ?= 0.1.0
+OPERATOR_IMAGE ?= ghcr.io/kubellm/operator:$(VERSION)
+RUNTIME_IMAGE  ?= ghcr.io/kubellm/runtime:$(VERSION)
+
+kind-up:
+	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+
+images:
+	docker build -f operator/Dockerfile -t $(OPERATOR_IMAGE) --build-arg VERSION=$(VERSION) .
+	docker build -f runtime/Dockerfile -t $(RUNTIME_IMAGE) --build-arg VERSION=$(VERSION) .
+
+kind-load:
+	kind load docker-image --name $(KIND_CLUSTER) $(OPERATOR_IMAGE) $(RUNTIME_IMAGE)
+
+deploy:
+	helm upgrade --install kubellm charts/kubellm --namespace kubellm-system --create-namespace \
+	  --set redis.enabled=true --wait
+
+e2e: kind-up images kind-load deploy
+	kubectl create namespace llm --dry-run=client -o yaml | kubectl apply -f -
+	kubectl apply -n llm -f examples/finetunejob.yaml -f examples/modeldeployment.yaml -f examples/promptexperiment.yaml
+	kubectl wait -n llm --for=condition=Succeeded finetunejob/tiny-llama-lora --timeout=20m
+	kubectl wait -n llm --for=condition=Ready modeldeployment/tiny-llama --timeout=10m
+	kubectl wait -n llm --for=condition=Ready promptexperiment/prompt-styles --timeout=20m
+	kubectl get kubellm -n llm
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

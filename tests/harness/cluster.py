@@ -40,7 +40,7 @@ __all__ = ["Cluster", "ClusterError", "binaries_dir", "free_port", "running_clus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKDIR_PREFIX = "kubellm-cluster-"
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"
 POD_CIDR = "10.244.0.0/16"
 KWOK_STAGES = (
     "node-initialize",

@@ -1,0 +1,96 @@
+"""PromptExperiment handlers: wait until the target is Ready, then a ``kubellm experiment`` Job.
+
+The results come back through the report ConfigMap (``result.json``, ``report.md``; see
+:mod:`kubellm.operator.manifests.reporting`) and are copied into status. A finished experiment
+never gets a new Job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from kubellm.operator.api import modeldeployment as mdep_api
+from kubellm.operator.api import promptexperiment as api
+from kubellm.operator.api.common import API_VERSION, CONDITION_READY
+from kubellm.operator.handlers.common import (
+    TERMINAL_PHASES,
+    Operator,
+    Wait,
+    ensure_children,
+    never_reconciled,
+    parse_spec,
+    publish_status,
+    register_kind,
+)
+from kubellm.operator.manifests import promptexperiment as manifests
+from kubellm.operator.manifests.common import Owner
+from kubellm.operator.manifests.reporting import report_name
+from kubellm.operator.status import load_status, now, promptexperiment_status, promptexperiment_waiting
+
+__all__ = ["reconcile", "register", "resolve_target"]
+
+
+class TargetNotReadyError(Exception):
+    """The target ModelDeployment is missing or not Ready."""
+
+
+def _target_deployment(op: Operator, owner: Owner, name: str, *, need_ready: bool) -> dict[str, Any]:
+    target = op.kube.get(API_VERSION, mdep_api.KIND, owner.namespace, name)
+    if target is None:
+        if need_ready:
+            raise TargetNotReadyError(f"waiting for ModelDeployment {name} to exist")
+        return {"metadata": {"name": name}, "spec": {}}
+    if need_ready:
+        status = mdep_api.ModelDeploymentStatus.model_validate(target.get("status") or {})
+        ready = status.condition(CONDITION_READY)
+        if ready is None or ready.status != "True":
+            raise TargetNotReadyError(
+                f"waiting for ModelDeployment {name} to be Ready ({ready.reason if ready else 'no status yet'})"
+            )
+    return target
+
+
+def resolve_target(op: Operator, owner: Owner, spec: api.PromptExperimentSpec, *, need_ready: bool) -> tuple[str, str]:
+    """(endpoint base URL, model name) the experiment sends requests to."""
+    ref = spec.target.model_deployment_ref
+    if ref is None:
+        assert spec.target.url is not None  # the spec validator guarantees one target
+        return spec.target.url, spec.target.model or "default"
+    target = _target_deployment(op, owner, ref.name, need_ready=need_ready)
+    target_spec = target.get("spec") or {}
+    port = (target_spec.get("service") or {}).get("port", 80)
+    model = spec.target.model or target_spec.get("servedModelName") or ref.name
+    return f"http://{ref.name}.{owner.namespace}.svc:{port}/v1", model
+
+
+def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> Wait | None:
+    """One pass: gate the Job on the target, children in place, status from the Job and the report."""
+    owner = Owner.from_body(body)
+    spec = parse_spec(api.PromptExperimentSpec, body)
+    previous = load_status(api.PromptExperimentStatus, body)
+    generation = body["metadata"].get("generation", 0)
+    job = op.kube.get("batch/v1", "Job", owner.namespace, manifests.job_name(owner))
+    finished = previous.phase in TERMINAL_PHASES
+    if finished and job is None:
+        return None  # the Job is gone after the run; status keeps the results
+    try:
+        endpoint, model = resolve_target(op, owner, spec, need_ready=job is None)
+    except TargetNotReadyError as waiting:
+        publish_status(op, api.KIND, body, patch, promptexperiment_waiting(previous, generation, str(waiting), now()))
+        return Wait(str(waiting), op.settings.wait_seconds)
+    children = manifests.build_children(owner, spec, endpoint, model, op.settings.image)
+    live = ensure_children(op, api.KIND, children, first_pass=never_reconciled(body))
+    report = live[("ConfigMap", report_name(owner))]
+    job = live[("Job", manifests.job_name(owner))]
+    status = promptexperiment_status(
+        previous, generation, job=job, report_data=report.get("data"), report_name=report_name(owner), at=now()
+    )
+    publish_status(op, api.KIND, body, patch, status)
+    return None
+
+
+def register(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Wire the PromptExperiment handlers."""
+    register_kind(registry, op, api.INFO, reconcile)

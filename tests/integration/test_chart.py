@@ -1,0 +1,188 @@
+"""The Helm chart: lint, deterministic renders, schema-valid objects, and a real install.
+
+The install runs on a control plane of its own (the chart's CRDs are kept on uninstall, so it
+must not share CRDs with the rest of the session) in a namespace that enforces Pod Security
+"restricted".
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.harness.cluster import Cluster, binaries_dir, running_cluster
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "kubellm"
+FULL_VALUES = [
+    "--set", "operator.watchNamespaces={team-a,team-b}",
+    "--set", "redis.enabled=true",
+    "--set", "metrics.serviceMonitor.enabled=true",
+    "--set", "metrics.grafanaDashboard.enabled=true",
+    "--set", "networkPolicy.enabled=true",
+]  # fmt: skip
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
+
+
+def _helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binaries_dir() / "helm"), *args], capture_output=True, text=True, check=check)
+
+
+def _render(*values: str) -> str:
+    return _helm(
+        "template", "kubellm", str(CHART), "--namespace", "kubellm-system", "--kube-version", "1.36.3", *values
+    ).stdout
+
+
+def _docs(rendered: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def _pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (d["metadata"]["name"], d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+    ]
+
+
+def test_lint_strict_passes() -> None:
+    result = _helm("lint", "--strict", str(CHART), *FULL_VALUES, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("values", [[], FULL_VALUES], ids=["defaults", "everything-on"])
+def test_two_renders_are_byte_identical(values: list[str]) -> None:
+    assert _render(*values) == _render(*values)
+
+
+@pytest.mark.parametrize("values", [[], FULL_VALUES], ids=["defaults", "everything-on"])
+def test_rendered_objects_validate_against_kubernetes_schemas(values: list[str]) -> None:
+    checked = 0
+    for doc in _docs(_render(*values)):
+        if doc["kind"] == "ServiceMonitor":  # a Prometheus Operator kind: no upstream schema
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            continue
+        kubernetes_validate.validate(doc, "1.36", strict=True)
+        checked += 1
+    assert checked >= 8
+
+
+def test_schema_rejects_bad_values() -> None:
+    bad = _helm("template", "x", str(CHART), "--set", "operator.image.tag=latest", check=False)
+    assert bad.returncode != 0 and "/operator/image/tag" in bad.stderr
+    typo = _helm("template", "x", str(CHART), "--set", "redis.enable=true", check=False)
+    assert typo.returncode != 0 and "enable" in typo.stderr
+
+
+def test_chart_copies_equal_their_sources() -> None:
+    for crd in sorted((ROOT / "crds").glob("*.yaml")):
+        assert (CHART / "files" / "crds" / crd.name).read_text() == crd.read_text(), f"run `make crds` ({crd.name})"
+    operator_rules = ROOT / "operator" / "kubellm" / "operator" / "rbac.yaml"
+    assert (CHART / "files" / "operator-rules.yaml").read_text() == operator_rules.read_text()
+
+
+def test_rbac_is_least_privilege_and_follows_the_watch_scope() -> None:
+    cluster_wide = _docs(_render())
+    roles = [d for d in cluster_wide if d["kind"] == "ClusterRole"]
+    assert len(roles) == 1
+    operator_rules = yaml.safe_load((ROOT / "operator" / "kubellm" / "operator" / "rbac.yaml").read_text())
+    assert roles[0]["rules"] == operator_rules
+    assert not any("secrets" in rule["resources"] for rule in operator_rules)
+    assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in operator_rules)
+    namespaced = _docs(_render(*FULL_VALUES))
+    bindings = {d["metadata"]["namespace"] for d in namespaced if d["kind"] == "RoleBinding"}
+    assert bindings == {"team-a", "team-b"}
+    deployment = next(d for d in namespaced if d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+
+
+def test_pods_meet_restricted_pod_security() -> None:
+    for name, spec in _pod_specs(_docs(_render(*FULL_VALUES))):
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        for container in spec["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True, name
+            assert ctx["capabilities"]["drop"] == ["ALL"], name
+            image = container["image"]
+            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+
+
+def test_sync_waves_order_crds_before_the_operator() -> None:
+    waves: dict[str, set[int]] = {}
+    for doc in _docs(_render()):
+        wave = doc["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0")
+        waves.setdefault(doc["kind"], set()).add(int(wave))
+    assert waves["CustomResourceDefinition"] == {-2}
+    assert waves["Deployment"] == {-1} and waves["ClusterRole"] == {-1}
+
+
+def test_recommended_labels_everywhere() -> None:
+    for doc in _docs(_render(*FULL_VALUES)):
+        labels = doc["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+            assert key in labels, f"{doc['kind']}/{doc['metadata']['name']} lacks {key}"
+        assert labels["helm.sh/chart"] == "kubellm-0.1.0"
+
+
+def test_argocd_application_points_at_the_chart() -> None:
+    apps = list(yaml.safe_load_all((ROOT / "examples" / "argocd" / "application.yaml").read_text()))
+    platform, models = apps
+    assert platform["kind"] == models["kind"] == "Application"
+    assert (ROOT / platform["spec"]["source"]["path"] / "Chart.yaml").exists()
+    assert (ROOT / models["spec"]["source"]["path"] / "modeldeployment.yaml").exists()
+    assert int(platform["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) < int(
+        models["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
+    )
+    assert "ServerSideApply=true" in platform["spec"]["syncPolicy"]["syncOptions"]
+
+
+@pytest.fixture(scope="module")
+def chart_cluster() -> Iterator[Cluster]:
+    with running_cluster() as cluster:
+        yield cluster
+
+
+def _namespace_restricted(cluster: Cluster, name: str) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": RESTRICTED}}
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+
+
+def test_install_upgrade_uninstall_in_a_restricted_namespace(chart_cluster: Cluster) -> None:
+    cluster, ns = chart_cluster, "kubellm-system"
+    _namespace_restricted(cluster, ns)
+    values = ["--set", "redis.enabled=true", "--set", "networkPolicy.enabled=true"]
+    install = cluster.helm("install", "kubellm", str(CHART), "-n", ns, *values, "--wait", "--timeout=120s")
+    assert "violate" not in install.stderr.lower() and "warning" not in install.stderr.lower(), install.stderr
+    cluster.kubectl("wait", "--for=condition=Available", "deployment/kubellm-operator", "-n", ns, "--timeout=90s")
+    cluster.kubectl("rollout", "status", "statefulset/kubellm-redis", "-n", ns, "--timeout=90s")
+    served = json.loads(cluster.kubectl("get", "crd", "modeldeployments.kubellm.io", "-o", "json").stdout)
+    committed = yaml.safe_load((ROOT / "crds" / "modeldeployments.kubellm.io.yaml").read_text())
+    assert served["spec"]["versions"][0]["schema"] == committed["spec"]["versions"][0]["schema"]
+    cluster.kubectl("apply", "-n", ns, "--dry-run=server", "-f", str(ROOT / "examples" / "modeldeployment.yaml"))
+
+    upgrade = cluster.helm("upgrade", "kubellm", str(CHART), "-n", ns, *values, "--set", "operator.logLevel=debug",
+                           "--wait", "--timeout=120s")  # fmt: skip
+    assert "violate" not in upgrade.stderr.lower(), upgrade.stderr
+    history = json.loads(cluster.helm("history", "kubellm", "-n", ns, "-o", "json").stdout)
+    assert [h["status"] for h in history] == ["superseded", "deployed"]
+
+    cluster.helm("uninstall", "kubellm", "-n", ns, "--wait", "--timeout=120s")
+    assert cluster.kubectl("get", "deployment", "kubellm-operator", "-n", ns, check=False).returncode != 0
+    kept = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
+    assert "customresourcedefinition.apiextensions.k8s.io/finetunejobs.kubellm.io" in kept

@@ -1,0 +1,163 @@
+"""The reconcile passes against an in-memory API server: waiting, building, no-op re-runs, pruning."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+from typing import Any, cast
+
+import kopf
+import pytest
+from kubernetes.client import ApiClient
+
+from kubellm.operator.api import ModelDeploymentSpec
+from kubellm.operator.handlers import finetunejob, modeldeployment, promptexperiment
+from kubellm.operator.handlers.common import InvalidSpecError, Operator, Wait, parse_spec
+from kubellm.operator.k8s import PLURALS, ApiError, KubeClient
+from kubellm.operator.metrics import OperatorMetrics
+from kubellm.operator.settings import OperatorSettings
+from tests.api_cases import load_example
+
+LOGGER = logging.getLogger("test")
+KNOWN_PLURALS = frozenset(PLURALS.values())
+
+
+class FakeApi(KubeClient):
+    """KubeClient whose HTTP layer is a dict of objects keyed by path (apply replaces, merge-patch merges)."""
+
+    def __init__(self) -> None:
+        super().__init__(api=cast(ApiClient, None), field_manager="test")
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.events: list[dict[str, Any]] = []
+        self.uids = itertools.count()
+
+    def _request(
+        self, method: str, path: str, *, query: Any = None, body: Any = None, content_type: str | None = None
+    ) -> dict[str, Any] | None:
+        if method == "GET":
+            return self._get(path)
+        if method == "POST":
+            self.events.append(body)
+            return None
+        if method == "DELETE":
+            return self.objects.pop(path, None)
+        if path.endswith("/status"):
+            self.objects[path.removesuffix("/status")]["status"] = body["status"]
+            return None
+        stored: dict[str, Any] = copy.deepcopy(body)
+        stored["metadata"]["uid"] = self.objects.get(path, {}).get("metadata", {}).get("uid", f"uid-{next(self.uids)}")
+        self.objects[path] = stored
+        return copy.deepcopy(stored)
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        if path in self.objects:
+            return copy.deepcopy(self.objects[path])
+        if path.rsplit("/", 1)[1] not in KNOWN_PLURALS:
+            return None
+        return {"items": [copy.deepcopy(o) for p, o in self.objects.items() if p.rsplit("/", 1)[0] == path]}
+
+    def kinds(self, namespace: str = "ns") -> list[str]:
+        return sorted(o["kind"] for p, o in self.objects.items() if f"/namespaces/{namespace}/" in p)
+
+
+def _op() -> tuple[Operator, FakeApi]:
+    api = FakeApi()
+    settings = OperatorSettings(image="runtime:test", metrics_port=0, liveness_endpoint=None)
+    return Operator(kube=api, settings=settings, metrics=OperatorMetrics()), api
+
+
+def _body(example: str, uid: str = "cr-uid", status: dict[str, Any] | None = None) -> kopf.Body:
+    raw = load_example(example)
+    raw["metadata"].update(namespace="ns", uid=uid, generation=1)
+    if status is not None:
+        raw["status"] = status
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+def _writes(op: Operator) -> float:
+    return sum(s.value for m in op.metrics.writes.collect() for s in m.samples if s.name.endswith("_total"))
+
+
+def test_model_deployment_waits_for_its_finetunejob() -> None:
+    op, api = _op()
+    patch = kopf.Patch()
+    wait = modeldeployment.reconcile(op, _body("modeldeployment"), patch, LOGGER)
+    assert isinstance(wait, Wait)
+    assert "tiny-llama-lora" in wait.message
+    assert patch["status"]["phase"] == "WaitingForModel"
+    assert patch["status"]["conditions"][0]["reason"] == "WaitingForFineTuneJob"
+    assert api.kinds() == []
+
+
+def _succeeded_finetunejob(op: Operator, api: FakeApi) -> None:
+    patch = kopf.Patch()
+    finetunejob.reconcile(op, _body("finetunejob", uid="ftj-uid"), patch, LOGGER)
+    assert api.kinds() == ["ConfigMap", "ConfigMap", "Job", "Role", "RoleBinding", "ServiceAccount"]
+    job_path = "/apis/batch/v1/namespaces/ns/jobs/tiny-llama-lora"
+    api.objects[job_path]["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    patch = kopf.Patch()
+    finetunejob.reconcile(op, _body("finetunejob", uid="ftj-uid", status={}), patch, LOGGER)
+    assert patch["status"]["phase"] == "Succeeded"
+    api.objects["/apis/kubellm.io/v1alpha1/namespaces/ns/finetunejobs/tiny-llama-lora"] = {
+        **load_example("finetunejob"),
+        "status": dict(patch["status"]),
+    }
+
+
+def test_model_deployment_serves_the_output_and_reruns_without_writes() -> None:
+    op, api = _op()
+    _succeeded_finetunejob(op, api)
+    patch = kopf.Patch()
+    assert modeldeployment.reconcile(op, _body("modeldeployment"), patch, LOGGER) is None
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= set(api.kinds())
+    assert patch["status"]["model"] == "pvc://kubellm-models/tiny-llama-lora"
+    assert api.events[-1]["reason"] == "Deploying"
+    before = _writes(op)
+    again = kopf.Patch()
+    modeldeployment.reconcile(op, _body("modeldeployment", status=dict(patch["status"])), again, LOGGER)
+    assert _writes(op) == before
+    assert not again
+
+
+def test_dropping_autoscaling_deletes_the_autoscaler() -> None:
+    op, api = _op()
+    _succeeded_finetunejob(op, api)
+    patch = kopf.Patch()
+    modeldeployment.reconcile(op, _body("modeldeployment"), patch, LOGGER)
+    body = _body("modeldeployment", status=dict(patch["status"]))
+    raw = dict(body)
+    raw["spec"] = {k: v for k, v in body["spec"].items() if k != "autoscaling"}
+    modeldeployment.reconcile(op, kopf.Body(cast(kopf.RawBody, raw)), kopf.Patch(), LOGGER)
+    assert "HorizontalPodAutoscaler" not in api.kinds()
+
+
+def test_experiment_waits_for_a_ready_target() -> None:
+    op, api = _op()
+    patch = kopf.Patch()
+    wait = promptexperiment.reconcile(op, _body("promptexperiment"), patch, LOGGER)
+    assert isinstance(wait, Wait)
+    assert patch["status"]["phase"] == "WaitingForTarget"
+    assert "Job" not in api.kinds()
+
+
+def test_invalid_spec_is_reported() -> None:
+    with pytest.raises(InvalidSpecError, match="model or fineTuneJobRef"):
+        parse_spec(ModelDeploymentSpec, {"spec": {}})
+
+
+def test_service_monitor_without_its_crd_is_an_invalid_spec() -> None:
+    op, api = _op()
+    _succeeded_finetunejob(op, api)
+    original = api._request
+
+    def no_monitoring_crd(method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+        if "/monitoring.coreos.com/" in path and method == "PATCH":
+            raise ApiError(404, "the server could not find the requested resource")
+        return original(method, path, **kwargs)
+
+    api._request = no_monitoring_crd  # type: ignore[method-assign]
+    raw = dict(_body("modeldeployment"))
+    raw["spec"] = {**raw["spec"], "monitoring": {"serviceMonitor": True}}
+    with pytest.raises(InvalidSpecError, match="ServiceMonitor CRD"):
+        modeldeployment.reconcile(op, kopf.Body(cast(kopf.RawBody, raw)), kopf.Patch(), LOGGER)
