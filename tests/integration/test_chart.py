@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kubellm.operator.settings import parse_settings
 from tests.harness.cluster import Cluster, binaries_dir, running_cluster
 
 pytestmark = pytest.mark.integration
@@ -111,6 +112,17 @@ def test_rbac_is_least_privilege_and_follows_the_watch_scope() -> None:
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
 
 
+@pytest.mark.parametrize("values", [[], FULL_VALUES], ids=["cluster-wide", "namespaced"])
+def test_operator_accepts_the_arguments_the_chart_gives_it(values: list[str]) -> None:
+    deployment = next(d for d in _docs(_render(*values)) if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    settings = parse_settings(container["args"], environ={})
+    assert settings.image == "ghcr.io/kubellm/runtime:0.1.0"
+    assert settings.namespaces == (("team-a", "team-b") if values else ())
+    assert settings.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
 def test_pods_meet_restricted_pod_security() -> None:
     for name, spec in _pod_specs(_docs(_render(*FULL_VALUES))):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
@@ -176,8 +188,8 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(chart_cluster: Clus
     assert served["spec"]["versions"][0]["schema"] == committed["spec"]["versions"][0]["schema"]
     cluster.kubectl("apply", "-n", ns, "--dry-run=server", "-f", str(ROOT / "examples" / "modeldeployment.yaml"))
 
-    upgrade = cluster.helm("upgrade", "kubellm", str(CHART), "-n", ns, *values, "--set", "operator.logLevel=debug",
-                           "--wait", "--timeout=120s")  # fmt: skip
+    values += ["--set", "operator.resources.limits.memory=300Mi"]
+    upgrade = cluster.helm("upgrade", "kubellm", str(CHART), "-n", ns, *values, "--wait", "--timeout=120s")
     assert "violate" not in upgrade.stderr.lower(), upgrade.stderr
     history = json.loads(cluster.helm("history", "kubellm", "-n", ns, "-o", "json").stdout)
     assert [h["status"] for h in history] == ["superseded", "deployed"]
