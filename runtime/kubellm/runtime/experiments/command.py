@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from kubellm.runtime.config import DatasetRow
+from kubellm.runtime.reporting import Reporter, ThrottledStatus, reporter_from_env
 
 from .client import RequestError
 from .dataset import DatasetError, load_rows
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _settings(args: argparse.Namespace, job: ExperimentJob) -> RunSettings:
+def _settings(args: argparse.Namespace, job: ExperimentJob, status: ThrottledStatus) -> RunSettings:
     return RunSettings(
         name=job.name,
         endpoint=resolve_endpoint(job.target, args.endpoint),
@@ -74,15 +75,23 @@ def _settings(args: argparse.Namespace, job: ExperimentJob) -> RunSettings:
         api_key=api_key_from_environment(),
         timeout_seconds=args.request_timeout,
         max_retries=max(0, args.max_retries),
+        on_progress=lambda progress: status.update({"progress": progress.dump()}),
     )
 
 
-def _prepare(args: argparse.Namespace) -> tuple[ExperimentJob, list[DatasetRow], RunSettings]:
+def _prepare(args: argparse.Namespace, status: ThrottledStatus) -> tuple[ExperimentJob, list[DatasetRow], RunSettings]:
     job = load_experiment(args.config)
     if job.ignored_fields:
         print(f"kubellm experiment: ignoring unknown spec fields: {', '.join(job.ignored_fields)}", file=sys.stderr)
     rows = load_rows(args.dataset) if args.dataset else list(job.config.dataset.rows)
-    return job, rows, _settings(args, job)
+    return job, rows, _settings(args, job, status)
+
+
+def _publish_outcome(reporter: Reporter, settings: RunSettings) -> None:
+    """Hand result.json and report.md to the operator (through the report ConfigMap, in a cluster)."""
+    files = {name: (settings.output_dir / name).read_text() for name in (RESULT_FILE, REPORT_FILE)}
+    if not reporter.publish(files):
+        print("kubellm experiment: could not report the result to the operator", file=sys.stderr)
 
 
 def _print_outcome(job: ExperimentJob, result: ExperimentResult, settings: RunSettings) -> None:
@@ -94,8 +103,10 @@ def _print_outcome(job: ExperimentJob, result: ExperimentResult, settings: RunSe
 
 def run(args: argparse.Namespace) -> int:
     """Run the experiment; the exit code says whether it completed."""
+    reporter = reporter_from_env()
+    status = ThrottledStatus(reporter)
     try:
-        job, rows, settings = _prepare(args)
+        job, rows, settings = _prepare(args, status)
     except (SpecError, DatasetError) as error:
         return _fail(EXIT_BAD_INPUT, str(error))
     try:
@@ -109,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as error:
         return _fail(EXIT_FAILED, f"{error.strerror or error}: {error.filename or settings.output_dir}")
     _print_outcome(job, result, settings)
+    _publish_outcome(reporter, settings)
     return EXIT_COMPLETED
 
 
