@@ -31,8 +31,11 @@ class CommandModule(Protocol):
 # name -> (module implementing it, or None while it is not built yet; one-line help)
 COMMANDS: dict[str, tuple[str | None, str]] = {
     "run": (None, "run FineTuneJob/ModelDeployment/PromptExperiment manifests locally"),
-    "train": (None, "fine-tune a model (what a FineTuneJob's pod runs)"),
-    "serve": (None, "serve a model over an OpenAI-compatible API (what a ModelDeployment's pods run)"),
+    "train": ("kubellm.runtime.training.command", "fine-tune a model (what a FineTuneJob's pod runs)"),
+    "serve": (
+        "kubellm.runtime.serving.command",
+        "serve a model over an OpenAI-compatible API (what a ModelDeployment's pods run)",
+    ),
     "experiment": (
         "kubellm.runtime.experiments.command",
         "A/B-test prompt variants (what a PromptExperiment's pod runs)",

@@ -125,17 +125,22 @@ def reporter_from_env(environ: Mapping[str, str] | None = None) -> Reporter:
 
 @dataclass
 class ThrottledStatus:
-    """Publishes ``status.json`` at most every ``interval`` seconds (always the first and last)."""
+    """Publishes ``status.json`` when it changed, at most every ``interval`` seconds unless ``final``."""
 
     reporter: Reporter
     interval: float = 5.0
     clock: Callable[[], float] = time.monotonic
     _last: float | None = field(default=None, init=False)
+    _sent: str = field(default="", init=False)
 
-    def update(self, status: Mapping[str, Any], *, final: bool = False) -> None:
-        """Report ``status`` (camelCase, a partial status of the resource's kind) if it is time."""
+    def update(self, status: Mapping[str, Any], *, final: bool = False) -> bool:
+        """Report ``status`` (camelCase, a partial status of the resource's kind) if new and due."""
+        payload = json.dumps(dict(status), sort_keys=True, default=str)
         now = self.clock()
-        if not final and self._last is not None and now - self._last < self.interval:
-            return
+        if payload == self._sent or (not final and self._last is not None and now - self._last < self.interval):
+            return False
         self._last = now
-        self.reporter.publish({STATUS_KEY: json.dumps(dict(status), sort_keys=True)})
+        if not self.reporter.publish({STATUS_KEY: payload}):
+            return False
+        self._sent = payload
+        return True

@@ -43,7 +43,7 @@ class RunSettings:
     timeout_seconds: float = 120.0
     max_retries: int = 4
     progress_stream: TextIO = field(default_factory=lambda: sys.stderr)
-    on_progress: Callable[[ExperimentProgress], None] | None = None
+    on_progress: Callable[[ExperimentProgress], object] | None = None
     """Called with each progress report, e.g. to patch the PromptExperiment's report ConfigMap."""
 
 

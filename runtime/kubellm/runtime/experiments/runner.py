@@ -163,7 +163,7 @@ class Progress:
     total: int
     output_dir: Path
     stream: TextIO = field(default_factory=lambda: sys.stderr)
-    listener: Callable[[ExperimentProgress], None] | None = None
+    listener: Callable[[ExperimentProgress], object] | None = None
     interval_seconds: float = 5.0
     completed: int = 0
     failed: int = 0

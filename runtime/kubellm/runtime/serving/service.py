@@ -1,0 +1,302 @@
+"""What a request goes through between HTTP and the scheduler (no FastAPI here).
+
+Resolve the model name (base or adapter), check the limits, render and tokenize the prompt,
+look the response up in the cache, admit the request (bounded: slots plus queue), queue its
+sequences and gather their tokens, with the per-request timeout. Both the streaming and the
+non-streaming routes use :meth:`GenerationService.events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kubellm.runtime.serving.batching import Scheduler, Sequence, SequenceEvent
+from kubellm.runtime.serving.cache import ResponseCache, cache_key
+from kubellm.runtime.serving.engine import Engine
+from kubellm.runtime.serving.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    QueueFullError,
+    RequestTimeoutError,
+    ServingError,
+)
+from kubellm.runtime.serving.metrics import ServerMetrics
+from kubellm.runtime.serving.protocol import Usage
+from kubellm.runtime.serving.sampling import SamplingParams
+from kubellm.runtime.serving.settings import ServerSettings
+
+__all__ = ["Choice", "GenerationJob", "GenerationResult", "GenerationService", "JobKind"]
+
+JobKind = Literal["completion", "chat", "generate"]
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """A validated request: which model, which prompts, how to sample, how many choices each."""
+
+    kind: JobKind
+    model: str
+    adapter: str | None
+    prompt_ids: list[list[int]]
+    params: SamplingParams
+    n: int
+    cache_fields: dict[str, Any]
+
+    @property
+    def choices(self) -> int:
+        """Sequences to generate: ``n`` per prompt."""
+        return self.n * len(self.prompt_ids)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens, each prompt counted once (as OpenAI counts with ``n``)."""
+        return sum(len(ids) for ids in self.prompt_ids)
+
+
+@dataclass
+class Choice:
+    """One choice's text so far and how it ended."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    tokens: int = 0
+
+
+@dataclass
+class GenerationResult:
+    """A finished (or cached) request."""
+
+    choices: list[Choice]
+    usage: Usage
+    cached: bool = False
+
+    def pairs(self) -> list[tuple[str, str | None]]:
+        """(text, finish_reason) per choice."""
+        return [(choice.text, choice.finish_reason) for choice in self.choices]
+
+    def to_cache(self) -> dict[str, Any]:
+        """What the cache stores."""
+        return {"choices": self.pairs(), "usage": self.usage.as_dict()}
+
+    @classmethod
+    def from_cache(cls, stored: dict[str, Any]) -> GenerationResult:
+        """Rebuild a cached result."""
+        counts = stored["usage"]
+        usage = Usage(prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"])
+        choices = [Choice(text=str(text), finish_reason=reason) for text, reason in stored["choices"]]
+        return cls(choices=choices, usage=usage, cached=True)
+
+
+@dataclass
+class _Admission:
+    """Requests in the server (generating or queued), bounded; used from the event loop only."""
+
+    limit: int
+    in_flight: int = field(default=0)
+
+    def acquire(self) -> Callable[[], None]:
+        """Take a place; the returned function gives it back (calling it twice is harmless)."""
+        if self.in_flight >= self.limit:
+            raise QueueFullError("the server is at capacity; retry after a moment")
+        self.in_flight += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.in_flight -= 1
+
+        return release
+
+
+class GenerationService:
+    """Turns validated requests into sequences on the scheduler and gathers their answers."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        engine: Engine,
+        scheduler: Scheduler,
+        metrics: ServerMetrics,
+        cache: ResponseCache,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.cache = cache
+        limits = settings.serving.limits
+        self._admission = _Admission(limit=limits.max_concurrent + limits.max_queue)
+
+    # --- validation ------------------------------------------------------------------------
+
+    def adapter_for(self, model: str) -> str | None:
+        """The adapter a model name selects (None: the base model); unknown names raise."""
+        if model == self.settings.served_model_name:
+            return None
+        if model in self.engine.adapters:
+            return model
+        known = ", ".join(self.settings.model_names())
+        raise ModelNotFoundError(f"the model {model!r} does not exist; this server serves: {known}", param="model")
+
+    def check_limits(self, max_tokens: int, n: int, prompts: int = 1) -> None:
+        """``max_tokens`` and ``n`` within the configured caps."""
+        limits = self.settings.serving.limits
+        if not 1 <= max_tokens <= limits.max_tokens:
+            raise InvalidRequestError(
+                f"max_tokens must be between 1 and {limits.max_tokens}, got {max_tokens}", param="max_tokens"
+            )
+        if not 1 <= n <= limits.max_n:
+            raise InvalidRequestError(f"n must be between 1 and {limits.max_n}, got {n}", param="n")
+        if not 1 <= prompts <= limits.max_batch_size:
+            message = f"a request may carry 1 to {limits.max_batch_size} prompts, got {prompts}"
+            raise InvalidRequestError(message, param="prompt")
+
+    def build_job(
+        self,
+        kind: JobKind,
+        model: str,
+        prompts: list[str],
+        params: SamplingParams,
+        *,
+        n: int,
+        cache_fields: dict[str, Any],
+    ) -> GenerationJob:
+        """Validate and tokenize a request."""
+        adapter = self.adapter_for(model)
+        self.check_limits(params.max_tokens, n, len(prompts))
+        prompt_ids = [self.engine.encode(prompt) for prompt in prompts]
+        for ids in prompt_ids:
+            if not ids:
+                raise InvalidRequestError("the prompt is empty", param="prompt")
+            self.engine.check_fits(len(ids), params.max_tokens)
+        info = self.engine.info
+        fields = {**cache_fields, "endpoint": kind, "model": model, "adapter": adapter, "uri": info.uri}
+        fields |= {"revision": info.revision, "params": _params_fields(params), "n": n}
+        return GenerationJob(kind, model, adapter, prompt_ids, params, n, fields)
+
+    # --- cache -------------------------------------------------------------------------------
+
+    def cache_key_for(self, job: GenerationJob, tenant: str, bypass: bool) -> str | None:
+        """The cache key of a deterministic request (None: not cacheable, or the caller said no-cache)."""
+        if bypass or not job.params.deterministic:
+            return None
+        return cache_key(self.settings.serving.cache.key_prefix, tenant, job.cache_fields)
+
+    async def cached(self, job: GenerationJob, key: str | None) -> GenerationResult | None:
+        """A cached result for the key, counting hits and misses."""
+        if key is None:
+            return None
+        stored = await self.cache.get(key)
+        counter = self.metrics.cache_hits if stored is not None else self.metrics.cache_misses
+        counter.labels(job.model).inc()
+        if stored is None:
+            return None
+        try:
+            return GenerationResult.from_cache(stored)
+        except (KeyError, TypeError, ValueError):
+            self.metrics.cache_errors.labels(job.model).inc()
+            return None
+
+    async def remember(self, key: str | None, result: GenerationResult) -> None:
+        """Store a complete result under its key."""
+        if key is not None and all(choice.finish_reason in ("stop", "length") for choice in result.choices):
+            await self.cache.set(key, result.to_cache())
+
+    # --- generation --------------------------------------------------------------------------
+
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Hold one of the server's request places; raises QueueFullError when none is free."""
+        release = self._admission.acquire()
+        try:
+            yield
+        finally:
+            release()
+
+    def enter_slot(self) -> Callable[[], None]:
+        """Take a request place for a stream; call the result when the stream ends."""
+        return self._admission.acquire()
+
+    async def events(self, job: GenerationJob) -> AsyncGenerator[tuple[int, SequenceEvent]]:
+        """(choice index, event) as tokens arrive; cancels the sequences if the consumer stops early."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, SequenceEvent]] = asyncio.Queue()
+        sequences = [
+            Sequence(list(ids), _with_seed(job.params, index), _sink(loop, queue, index), adapter=job.adapter)
+            for index, ids in enumerate(ids for ids in job.prompt_ids for _ in range(job.n))
+        ]
+        self.scheduler.submit(sequences)
+        try:
+            async with asyncio.timeout(self.settings.serving.limits.request_timeout_seconds):
+                async for item in self._drain(queue, len(sequences), job.model):
+                    yield item
+        except TimeoutError:
+            message = "the request timed out and was cancelled; retry later or with a smaller max_tokens"
+            raise RequestTimeoutError(message) from None
+        finally:
+            self.scheduler.cancel(sequences)
+
+    async def _drain(
+        self, queue: asyncio.Queue[tuple[int, SequenceEvent]], sequences: int, model: str
+    ) -> AsyncIterator[tuple[int, SequenceEvent]]:
+        started = last = time.perf_counter()
+        finished = 0
+        while finished < sequences:
+            index, event = await queue.get()
+            now = time.perf_counter()
+            histogram = self.metrics.ttft if last == started else self.metrics.inter_token
+            histogram.labels(model).observe(now - last)
+            last = now
+            if event.error is not None:
+                raise ServingError(event.error)
+            finished += event.finish_reason is not None
+            yield index, event
+
+    async def generate(self, job: GenerationJob) -> GenerationResult:
+        """Run a job to the end."""
+        choices = [Choice() for _ in range(job.choices)]
+        async for index, event in self.events(job):
+            choices[index].text += event.text
+            choices[index].tokens = event.completion_tokens
+            choices[index].finish_reason = event.finish_reason
+        return GenerationResult(choices, self.usage(job, choices))
+
+    def usage(self, job: GenerationJob, choices: list[Choice]) -> Usage:
+        """Usage of a job whose choices are done; counted in the token metrics."""
+        usage = Usage(prompt_tokens=job.prompt_tokens, completion_tokens=sum(choice.tokens for choice in choices))
+        self.metrics.observe_tokens(job.model, usage.prompt_tokens, usage.completion_tokens)
+        return usage
+
+
+def _params_fields(params: SamplingParams) -> dict[str, Any]:
+    return {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature if not params.greedy else 0.0,
+        "top_p": params.top_p,
+        "seed": params.seed,
+        "stop": list(params.stop),
+    }
+
+
+def _with_seed(params: SamplingParams, index: int) -> SamplingParams:
+    """Choice ``index`` of a seeded request draws from ``seed + index``, so the choices differ."""
+    if params.seed is None or index == 0:
+        return params
+    return SamplingParams(params.max_tokens, params.temperature, params.top_p, params.seed + index, params.stop)
+
+
+def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[int, SequenceEvent]], index: int) -> Any:
+    def put(event: SequenceEvent) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+            loop.call_soon_threadsafe(queue.put_nowait, (index, event))
+
+    return put

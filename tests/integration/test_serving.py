@@ -1,0 +1,221 @@
+"""The inference server for real: uvicorn on a loopback port, the official openai client, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import torch
+import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubellm.runtime.config import CacheConfig, GenerationLimits, ServingConfig
+from kubellm.runtime.serving.app import create_app
+from kubellm.runtime.serving.engine import Engine, load_engine
+from kubellm.runtime.serving.settings import ServerSettings
+from tests.harness.cluster import free_port
+from tests.harness.redis import RedisServer, running_redis
+
+pytestmark = pytest.mark.integration
+
+torch.set_num_threads(1)
+
+MODEL = "dummy://llama?hidden_size=32&num_hidden_layers=2&num_attention_heads=4&seed=1"
+NAME = "tiny"
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+def _settings(cache_url: str | None = None, **limits: int) -> ServerSettings:
+    cache = CacheConfig(enabled=True, url=cache_url, ttl_seconds=60) if cache_url else CacheConfig()
+    serving = ServingConfig(limits=GenerationLimits(**{"batch_wait_ms": 20, **limits}), cache=cache)
+    return ServerSettings(model=MODEL, served_model_name=NAME, serving=serving)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return load_engine(_settings())
+
+
+@contextmanager
+def serving(engine: Engine, settings: ServerSettings) -> Iterator[str]:
+    """A real uvicorn server in a thread; yields its base URL."""
+    config = uvicorn.Config(create_app(settings, engine), host="127.0.0.1", port=free_port(), log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def base_url(engine: Engine) -> Iterator[str]:
+    with serving(engine, _settings()) as url:
+        yield url
+
+
+def _client(base_url: str, key: str = "none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+
+
+def _metric(base_url: str, name: str, **labels: str) -> float:
+    text = httpx.get(f"{base_url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+# --- the OpenAI API -----------------------------------------------------------------------------
+
+
+def test_the_openai_client_completes_chats_and_lists_models(base_url: str) -> None:
+    client = _client(base_url)
+    assert [model.id for model in client.models.list()] == [NAME]
+    completion = client.completions.create(model=NAME, prompt="Hello", max_tokens=5, temperature=0)
+    assert completion.choices[0].finish_reason in ("stop", "length")
+    assert completion.usage is not None and 1 <= completion.usage.completion_tokens <= 5
+    chat = client.chat.completions.create(
+        model=NAME, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0, stop=["\n\n"]
+    )
+    assert chat.choices[0].message.role == "assistant"
+    assert chat.usage is not None and chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens
+
+
+def test_the_async_client_streams_with_usage(base_url: str) -> None:
+    async def stream() -> tuple[str, Any]:
+        client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0)
+        chunks = await client.chat.completions.create(
+            model=NAME,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=6,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers=NO_CACHE,
+        )
+        text, usage = "", None
+        async for chunk in chunks:
+            text += "".join(choice.delta.content or "" for choice in chunk.choices)
+            usage = chunk.usage or usage
+        await client.close()
+        return text, usage
+
+    _, usage = asyncio.run(stream())
+    assert usage is not None and 1 <= usage.completion_tokens <= 6
+
+
+def test_every_stream_ends_with_done(base_url: str) -> None:
+    body = {"model": NAME, "prompt": "Hello", "max_tokens": 4, "stream": True}
+    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, headers=NO_CACHE) as response:
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+
+
+def test_concurrent_requests_are_batched(base_url: str) -> None:
+    before = _metric(base_url, "llm_batch_size_sum") - _metric(base_url, "llm_batch_size_count")
+
+    async def burst() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0)
+        calls = [
+            client.completions.create(
+                model=NAME, prompt=f"Prompt {i}", max_tokens=12, temperature=0, extra_headers=NO_CACHE
+            )
+            for i in range(8)
+        ]
+        results = await asyncio.gather(*calls)
+        await client.close()
+        return [result.choices[0].text for result in results]
+
+    assert len(asyncio.run(burst())) == 8
+    # sum - count grows only when a step decodes more than one row
+    assert _metric(base_url, "llm_batch_size_sum") - _metric(base_url, "llm_batch_size_count") > before
+
+
+# --- limits ---------------------------------------------------------------------------------------
+
+
+def test_limits_answer_413_and_400(base_url: str) -> None:
+    client = _client(base_url)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.completions.create(model=NAME, prompt="Hi", max_tokens=10**6)
+    with pytest.raises(openai.BadRequestError, match="n must be"):
+        client.completions.create(model=NAME, prompt="Hi", max_tokens=2, n=50)
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="Hi", max_tokens=2)
+    huge = httpx.post(f"{base_url}/v1/completions", json={"model": NAME, "prompt": "x" * 2_000_000})
+    assert huge.status_code == 413
+
+
+def test_api_keys_429_and_aborted_streams(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings(max_concurrent=1, max_batch_size=1, max_queue=0).model_copy(update={"api_keys": ("k1",)})
+    with serving(engine, settings) as url:
+        with pytest.raises(openai.AuthenticationError):
+            _client(url, "wrong").models.list()
+        headers = {"Authorization": "Bearer k1", **NO_CACHE}
+        body = {"model": NAME, "prompt": "Hello", "max_tokens": 100, "stream": True}
+        statuses = asyncio.run(_burst(f"{url}/v1/completions", {**body, "stream": False}, headers, 6))
+        assert {status for status, _ in statuses} == {200, 429}
+        assert all(retry == "1" for status, retry in statuses if status == 429)
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, headers=headers) as streaming:
+            next(streaming.iter_lines())
+        # the aborted stream gave its place back
+        deadline = time.monotonic() + 10
+        while (status := httpx.post(f"{url}/generate", json={"prompt": "a"}, headers=headers).status_code) == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert status == 200
+
+
+async def _burst(url: str, body: dict[str, Any], headers: dict[str, str], count: int) -> list[tuple[int, str | None]]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        responses = await asyncio.gather(*(client.post(url, json=body, headers=headers) for _ in range(count)))
+    return [(response.status_code, response.headers.get("retry-after")) for response in responses]
+
+
+# --- the response cache against a real Redis -------------------------------------------------------
+
+
+def _cache_status(url: str, body: dict[str, Any], key: str) -> str:
+    response = httpx.post(f"{url}/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.text
+    return response.headers["x-kubellm-cache"]
+
+
+def test_redis_cache_hits_only_deterministic_requests_of_the_same_tenant(
+    engine: Engine, redis_server: RedisServer
+) -> None:
+    greedy = {"model": NAME, "prompt": f"cache {time.time()}", "max_tokens": 4, "temperature": 0}
+    sampled = {**greedy, "temperature": 0.9}
+    with serving(engine, _settings(redis_server.url)) as url:
+        assert [_cache_status(url, greedy, "alice") for _ in range(2)] == ["miss", "hit"]
+        assert _cache_status(url, greedy, "bob") == "miss"
+        assert [_cache_status(url, sampled, "alice") for _ in range(2)] == ["miss", "miss"]
+        assert _metric(url, "llm_cache_hits_total", model=NAME) == 1
+        assert _metric(url, "llm_cache_errors_total") == 0
+
+
+def test_requests_succeed_when_redis_is_down_or_stops(engine: Engine) -> None:
+    greedy = {"model": NAME, "prompt": "dead redis", "max_tokens": 3, "temperature": 0}
+    with serving(engine, _settings(f"redis://127.0.0.1:{free_port()}/0")) as url:
+        assert [_cache_status(url, greedy, "a") for _ in range(3)] == ["miss"] * 3
+        assert _metric(url, "llm_cache_errors_total") >= 1
+    with running_redis() as redis, serving(engine, _settings(redis.url)) as url:
+        assert [_cache_status(url, greedy, "a") for _ in range(2)] == ["miss", "hit"]
+        redis.process.terminate()
+        redis.process.wait(timeout=10)
+        assert [_cache_status(url, {**greedy, "max_tokens": n}, "a") for n in (1, 2, 3)] == ["miss"] * 3
