@@ -9,6 +9,7 @@ would have (service host/port, token, CA and namespace files).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -57,6 +58,20 @@ def _experiment(ns: str) -> dict[str, Any]:
     return manifest
 
 
+def _getter(cluster: Cluster, ns: str, resource: str) -> Callable[[], dict[str, Any]]:
+    return lambda: get_json(cluster, "-n", ns, resource)
+
+
+def _apply_experiment(cluster: Cluster, ns: str) -> dict[str, Any]:
+    """Apply the example experiment (external target) and wait for its report objects."""
+    manifest = _experiment(ns)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    name = manifest["metadata"]["name"]
+    for kind in ("cm", "sa", "rolebinding"):
+        wait_for(f"the report {kind}", _getter(cluster, ns, f"{kind}/{name}-report"), timeout=60)
+    return manifest
+
+
 def _result(names: list[str]) -> ExperimentResult:
     def variant(name: str, mean: float) -> VariantResult:
         metric = MetricSummary(name="score", mean=mean, ci_low=mean - 0.1, ci_high=mean + 0.1)
@@ -75,10 +90,8 @@ def test_runtime_reports_through_its_configmap_and_the_operator_copies_it(
 ) -> None:
     ns = namespace
     start_operator()
-    manifest = _experiment(ns)
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    manifest = _apply_experiment(cluster, ns)
     name = manifest["metadata"]["name"]
-    wait_for("the report ConfigMap", lambda: get_json(cluster, "-n", ns, f"cm/{name}-report"), timeout=60)
     job = wait_for("the Job", lambda: get_json(cluster, "-n", ns, f"job/{name}"), timeout=60)
     pod_spec = job["spec"]["template"]["spec"]
     assert pod_spec["serviceAccountName"] == f"{name}-report"
@@ -113,11 +126,7 @@ def test_report_account_can_patch_only_its_own_configmap(
 ) -> None:
     ns = namespace
     start_operator()
-    manifest = _experiment(ns)
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-    name = manifest["metadata"]["name"]
-    wait_for("the report ServiceAccount", lambda: get_json(cluster, "-n", ns, f"sa/{name}-report"), timeout=60)
-    wait_for("the report RoleBinding", lambda: get_json(cluster, "-n", ns, f"rolebinding/{name}-report"), timeout=60)
+    name = _apply_experiment(cluster, ns)["metadata"]["name"]
     cluster.kubectl("create", "configmap", "someone-else", "-n", ns)
     pod_env = _pod_environment(cluster, ns, f"{name}-report", "someone-else", tmp_path / "sa")
     assert reporter_from_env(pod_env).publish({"status.json": "{}"}) is False
