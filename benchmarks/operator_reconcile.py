@@ -14,7 +14,7 @@ Limit of the harness: its Service range is 10.0.0.0/24, about 250 ClusterIPs for
 cluster, so beyond ``--count`` ~220 the Services (and hence Ready) cannot all be created; the
 "all Deployments created" figure still holds (Deployments are applied before Services).
 
-    .venv/bin/python benchmarks/operator_reconcile.py --count 1000
+    PYTHONPATH=. .venv/bin/python benchmarks/operator_reconcile.py --count 1000   # from the repository root
 """
 
 from __future__ import annotations
