@@ -10,9 +10,7 @@ least-privilege ServiceAccount, watching one namespace), then:
    figure measures the operator rather than kwok's pod capacity of 330 pods);
 3. the operator's resident memory after 10 s and after 20 s at rest.
 
-Limit of the harness: its Service range is 10.0.0.0/24, about 250 ClusterIPs for the whole
-cluster, so beyond ``--count`` ~220 the Services (and hence Ready) cannot all be created; the
-"all Deployments created" figure still holds (Deployments are applied before Services).
+The harness's Service range is 10.0.0.0/16, so every ModelDeployment's Service gets a ClusterIP.
 
     PYTHONPATH=. .venv/bin/python benchmarks/operator_reconcile.py --count 1000   # from the repository root
 """
