@@ -46,7 +46,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 typecheck: setup
-	$(VENV)/bin/mypy operator/kubellm runtime/kubellm tests
+	$(VENV)/bin/mypy operator/kubellm runtime/kubellm tests benchmarks
 
 imports: setup
 	$(VENV)/bin/lint-imports
