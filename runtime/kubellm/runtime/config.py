@@ -33,6 +33,7 @@ from pydantic.config import JsonDict
 
 __all__ = [
     "DNS_SUBDOMAIN_PATTERN",
+    "PVC_ROOT",
     "REFERENCE_SCORERS",
     "SOURCE_URI_PATTERN",
     "AlphaString",
@@ -82,6 +83,8 @@ ALPHA_PATTERN = r"^0\.[0-9]*[1-9][0-9]*$"
 IDENTIFIER_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SOURCE_URI_PATTERN = r"^((hf|file|pvc|dummy)://[^\s]+|/[^\s]*)$"
+PVC_ROOT = "/mnt/pvc"
+"""Where runtime pods mount PersistentVolumeClaims: ``pvc://c/p`` is ``/mnt/pvc/c/p`` (operator and runtime agree)."""
 REDIS_URL_PATTERN = r"^rediss?://[^\s@]+$"
 
 DecimalString = Annotated[str, StringConstraints(pattern=DECIMAL_PATTERN, max_length=24)]

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
 from kubellm.runtime.config import (
+    PVC_ROOT,
     CelRule,
     ConfigModel,
     ModelSource,
@@ -33,6 +34,7 @@ __all__ = [
     "CONDITION_SUCCEEDED",
     "GROUP",
     "HAS_GPU_CEL",
+    "PVC_ROOT",
     "REASON_INVALID_SPEC",
     "VERSION",
     "CelRule",

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubellm.operator.api.common import API_VERSION, SecretKeyRef, Toleration, WorkloadSpec
+from kubellm.operator.api.common import API_VERSION, PVC_ROOT, SecretKeyRef, Toleration, WorkloadSpec
 
 __all__ = [
     "CONFIG_DIR",
@@ -42,7 +42,6 @@ MANAGED_BY = "kubellm-operator"
 CONFIG_DIR = "/etc/kubellm"
 CONFIG_FILE = "config.yaml"
 CONFIG_HASH_ANNOTATION = "kubellm.io/config-hash"
-PVC_ROOT = "/mnt/pvc"
 CACHE_DIR = "/var/cache/kubellm"
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 1000

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qsl
 
+from kubellm.runtime.config import PVC_ROOT
+
 __all__ = [
     "HF_DATASET_TOKEN_ENV",
     "HF_TOKEN_ENV",
@@ -35,7 +37,7 @@ __all__ = [
     "pvc_root",
 ]
 
-PVC_ROOT_DEFAULT = "/mnt/pvc"
+PVC_ROOT_DEFAULT = PVC_ROOT
 """Where a pod mounts PersistentVolumeClaims: claim ``c`` at ``/mnt/pvc/c``."""
 
 PVC_ROOT_ENV = "KUBELLM_PVC_ROOT"
