@@ -10,7 +10,7 @@ EXTRAS ?= operator,runtime,dev
 PYTEST_ARGS ?=
 
 .PHONY: quickstart test setup system-deps cluster-binaries cluster-up cluster-down \
-        lint typecheck imports unit integration crds chart-files argocd-health kind-up images kind-load deploy e2e clean
+        lint typecheck imports unit integration reliability bench audit crds chart-files argocd-health kind-up images kind-load deploy e2e clean
 
 quickstart: setup
 	$(VENV)/bin/kubellm run -f examples/quickstart/
@@ -56,6 +56,19 @@ unit: setup
 
 integration: setup system-deps cluster-binaries
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+# The fault-injection suite alone (also part of `make test`); ends with a table of its figures.
+reliability: setup system-deps cluster-binaries
+	$(PY) -m pytest tests/reliability $(PYTEST_ARGS)
+
+# Every benchmark, side by side with its peers, in one run: benchmarks/results/{results.json,README.md,*.png}.
+# Not part of `make test` (minutes of CPU; ratios only mean something on a quiet machine).
+bench: setup system-deps cluster-binaries
+	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# Known vulnerabilities in the installed dependencies (needs the vulnerability service).
+audit: setup
+	$(VENV)/bin/pip-audit --local --progress-spinner off
 
 # Regenerate crds/*.yaml from the typed API models (tests fail when they are stale).
 crds: setup
