@@ -27,6 +27,7 @@ __all__ = [
     "QuantizationUnavailableError",
     "check_supported",
     "conv1d_to_linear",
+    "int8_targets",
     "load_options",
     "quantize_int8_cpu",
     "weight_bytes",
@@ -79,17 +80,28 @@ def conv1d_to_linear(model: nn.Module) -> int:
     return replaced
 
 
+def _is_adapter_part(name: str) -> bool:
+    """LoRA's own small layers (and peft's trainable copies) stay as they are: peft reads their weights."""
+    return any(part.startswith(("lora_", "modules_to_save")) for part in name.split("."))
+
+
+def int8_targets(model: nn.Module) -> set[str]:
+    """The Linear layers int8 quantization replaces: all but those of LoRA adapters."""
+    return {name for name, m in model.named_modules() if isinstance(m, nn.Linear) and not _is_adapter_part(name)}
+
+
 def quantize_int8_cpu(model: nn.Module) -> nn.Module:
-    """int8 dynamic quantization of every Linear layer (for CPU inference)."""
+    """int8 dynamic quantization of every Linear layer but the adapters' (for CPU inference)."""
     conv1d_to_linear(model)
     with warnings.catch_warnings():
         # torch.ao.quantization announces its move to torchao; it is still the one CPU int8 path
         # that needs no extra package, and its kernels are unchanged.
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message=".*quantize_per_tensor", category=UserWarning)
-        from torch.ao.quantization import quantize_dynamic  # noqa: PLC0415 - import warns, only wanted here
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic  # noqa: PLC0415 - import warns
 
-        quantized: nn.Module = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+        spec = dict.fromkeys(int8_targets(model), default_dynamic_qconfig)
+        quantized: nn.Module = quantize_dynamic(model, spec, dtype=torch.qint8)  # type: ignore[no-untyped-call]
     return quantized
 
 

@@ -49,3 +49,22 @@ def test_int8_gpt2_is_smaller_and_still_generates() -> None:
 def test_gpu_only_modes_fail_with_a_clear_message_on_cpu(mode: str) -> None:
     with pytest.raises(QuantizationUnavailableError, match="needs a CUDA GPU"):
         check_supported(mode, "cpu")  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+def test_int8_leaves_lora_layers_alone_so_adapters_still_run() -> None:
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415 - only this test needs peft
+
+    from kubellm.runtime.models.loading import load_model  # noqa: PLC0415
+    from kubellm.runtime.serving.quantize import int8_targets, quantize_int8_cpu  # noqa: PLC0415
+
+    base = load_model("dummy://llama?hidden_size=64&intermediate_size=128&num_hidden_layers=2&seed=4").model
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    model.eval()
+    assert all("lora_" not in name for name in int8_targets(model))
+    quantized = quantize_int8_cpu(model)
+    inputs = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    with torch.inference_mode():
+        logits = quantized(input_ids=inputs, adapter_names=["default", "__base__"]).logits
+    assert logits.shape[:2] == (2, 4)
+    assert torch.isfinite(logits).all()
