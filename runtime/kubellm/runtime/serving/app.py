@@ -61,6 +61,7 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
     app.state.kubellm = state
     app.include_router(router)
     _add_exception_handlers(app, state)
+    _document_errors_as_answered(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serving.limits.max_request_bytes)
     return app
 
@@ -147,9 +148,21 @@ def _status_of(error: ServingError) -> int:
 
 def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
     first = error.errors()[0] if error.errors() else {}
-    where = [str(part) for part in first.get("loc", ()) if part != "body"]
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error", "invalid JSON")
+        return f"the request body is not valid JSON: {reason} at character {first['loc'][-1]}", None
+    where = [str(part) for part in first.get("loc", ()) if part != "body" and not _is_type_tag(part)]
     param = ".".join(where) or None
     return f"{param or 'body'}: {first.get('msg', 'invalid request')}", param
+
+
+def _is_type_tag(part: object) -> bool:
+    """pydantic names the member of a union it tried (``constrained-str``, ``list[...]``): not a field."""
+    return isinstance(part, str) and (bool(set(part) & set("-[]")) or part in _TYPE_NAMES)
+
+
+_TYPE_NAMES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+_UNPARSABLE_BODY = "There was an error parsing the body"  # FastAPI's detail for a body it cannot decode
 
 
 def _add_exception_handlers(app: FastAPI, state: ServerState) -> None:
@@ -167,6 +180,9 @@ def _add_exception_handlers(app: FastAPI, state: ServerState) -> None:
 
     async def http_error(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
+        if error.status_code == 400 and error.detail == _UNPARSABLE_BODY:  # e.g. bytes that are not UTF-8
+            message = "the request body could not be decoded: send JSON encoded as UTF-8"
+            return _error_response(state, 400, error_body(message, "invalid_request_error", "invalid_value"))
         return _error_response(state, error.status_code, error_body(str(error.detail), "invalid_request_error"))
 
     async def unexpected_error(_: Request, error: Exception) -> JSONResponse:
@@ -177,6 +193,23 @@ def _add_exception_handlers(app: FastAPI, state: ServerState) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
+
+
+def _document_errors_as_answered(app: FastAPI) -> None:
+    """Drop FastAPI's default 422 from the OpenAPI: validation errors are answered 400 (documented per route)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # --- body size ---------------------------------------------------------------------------------

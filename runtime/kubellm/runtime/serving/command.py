@@ -2,7 +2,7 @@
 
 ``kubellm serve [--config FILE] [--model SOURCE] [--adapter NAME=SOURCE ...] [--served-model-name NAME]
 [--quantization MODE] [--host H] [--port P] [--redis-url URL] [--cache-ttl S] [--max-batch-size N]
-[--max-batch-wait-ms MS] [--max-tokens-limit N] [--torch-threads N]``
+[--max-batch-wait-ms MS] [--max-tokens-limit N] [--max-prompt-tokens N] [--torch-threads N]``
 
 FILE is a ModelDeployment manifest, its spec, the configuration the operator writes
 (``/etc/kubellm/config.yaml``) or a bare ServingConfig. Every flag can also be set as
@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, help="sequences decoded together")
     parser.add_argument("--max-batch-wait-ms", type=int, help="wait for more requests before starting a batch")
     parser.add_argument("--max-tokens-limit", type=int, help="largest max_tokens a request may ask for")
+    parser.add_argument("--max-prompt-tokens", type=int, help="longest prompt accepted, in tokens")
     parser.add_argument("--torch-threads", type=int, help="CPU threads for torch (default: available cores - 1)")
     parser.add_argument("--log-level", default=_env("log-level") or "info", help="log level (default: info)")
 
@@ -190,6 +191,7 @@ def build_settings(args: argparse.Namespace) -> ServerSettings:
         api_keys=_api_keys(),
         redis_password=os.environ.get("KUBELLM_REDIS_PASSWORD") or None,
         torch_threads=_flag_int(args, "torch-threads"),
+        max_prompt_tokens=_flag_int(args, "max-prompt-tokens"),
     )
 
 

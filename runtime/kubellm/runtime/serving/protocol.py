@@ -22,6 +22,8 @@ __all__ = [
     "ChatMessage",
     "ChatRequest",
     "CompletionRequest",
+    "ErrorDetail",
+    "ErrorResponse",
     "GenerateRequest",
     "StreamOptions",
     "Usage",
@@ -59,7 +61,7 @@ class _SamplingRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[Annotated[str, Field(min_length=1, max_length=256)]] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)  # a 64-bit integer, as OpenAI's API
     user: str | None = Field(default=None, max_length=256)
 
     def stop_sequences(self) -> tuple[str, ...]:
@@ -214,6 +216,21 @@ def usage_chunk(response_id: str, model: str, kind: str, usage: Usage) -> dict[s
 def sse_event(payload: Mapping[str, Any]) -> str:
     """One Server-Sent Event carrying a JSON payload."""
     return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong, in OpenAI's words: a message for people, a type, the field at fault, a code."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer (documented in the OpenAPI; built by :func:`error_body`)."""
+
+    error: ErrorDetail
 
 
 def error_body(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from kubellm.runtime.serving.protocol import (
     DONE_EVENT,
     ChatRequest,
     CompletionRequest,
+    ErrorResponse,
     GenerateRequest,
     Usage,
     chat_chunk,
@@ -39,13 +40,30 @@ from kubellm.runtime.serving.sampling import SamplingParams
 from kubellm.runtime.serving.service import Choice, GenerationJob, GenerationResult, GenerationService
 from kubellm.runtime.serving.state import ServerState
 
-__all__ = ["CACHE_HEADER", "TENANT_HEADER", "router"]
+__all__ = ["CACHE_HEADER", "ERROR_RESPONSES", "TENANT_HEADER", "router"]
 
 CACHE_HEADER = "x-kubellm-cache"
 TENANT_HEADER = "x-kubellm-tenant"
 DEFAULT_CHAT_MAX_TOKENS = 256
 
-router = APIRouter()
+_ERRORS = {
+    400: "The request is malformed or breaks a limit.",
+    401: "A valid API key is required.",
+    404: "No such model.",
+    413: "The request body is too large.",
+    429: "The server is at capacity; retry after Retry-After seconds.",
+    500: "An unexpected error.",
+    503: "The model is not loaded yet, or the request timed out; retry after Retry-After seconds.",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": description} for status, description in _ERRORS.items()
+}
+"""Every error status the server answers, documented in the OpenAPI with its body."""
+_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "JSON, or Server-Sent Events with `stream`", "content": {"text/event-stream": {}}}
+}
+
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 # Dependencies are async on purpose: FastAPI runs sync ones in its thread pool, a hop per request.
@@ -97,7 +115,7 @@ async def ready(state: State) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}})
 async def metrics(state: State) -> Response:
     """Prometheus metrics."""
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -140,7 +158,7 @@ _COMPLETION = _Shape("cmpl", "text_completion", completion_response, completion_
 _CHAT = _Shape("chatcmpl", "chat.completion.chunk", chat_response, _chat_delta_chunk, _chat_role_chunk)
 
 
-@router.post("/v1/completions", response_model=None)
+@router.post("/v1/completions", response_model=None, responses=_STREAMED)
 async def completions(body: CompletionRequest, request: Request, state: State, tenant: Tenant) -> Response:
     """OpenAI text completions, streamed or not."""
     service = state.ready_service()
@@ -153,7 +171,7 @@ async def completions(body: CompletionRequest, request: Request, state: State, t
     )
 
 
-@router.post("/v1/chat/completions", response_model=None)
+@router.post("/v1/chat/completions", response_model=None, responses=_STREAMED)
 async def chat_completions(body: ChatRequest, request: Request, state: State, tenant: Tenant) -> Response:
     """OpenAI chat completions, streamed or not."""
     service = state.ready_service()

@@ -42,7 +42,8 @@ class SamplingParams:
 def make_generator(seed: int | None) -> torch.Generator:
     """A CPU generator seeded from the request (or at random when it gave no seed)."""
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else random.getrandbits(63))
+    # torch takes a 64-bit seed; wrapping keeps ``seed + choice index`` (and negative seeds) valid.
+    generator.manual_seed(seed % 2**64 if seed is not None else random.getrandbits(63))
     return generator
 
 

@@ -160,6 +160,17 @@ class GenerationService:
             message = f"a request may carry 1 to {limits.max_batch_size} prompts, got {prompts}"
             raise InvalidRequestError(message, param="prompt")
 
+    def check_prompt_length(self, prompt_tokens: int, param: str = "prompt") -> None:
+        """The prompt alone within the configured cap and short enough to leave room for one new token."""
+        context = self.engine.max_positions
+        cap = min(context - 1, self.settings.max_prompt_tokens or context)
+        if prompt_tokens > cap:
+            raise InvalidRequestError(
+                f"the prompt has {prompt_tokens} tokens; this server accepts at most {cap} "
+                f"(the model's context is {context} tokens): shorten the prompt",
+                param=param,
+            )
+
     def build_job(
         self,
         kind: JobKind,
@@ -174,9 +185,11 @@ class GenerationService:
         adapter = self.adapter_for(model)
         self.check_limits(params.max_tokens, n, len(prompts))
         prompt_ids = [self.engine.encode(prompt) for prompt in prompts]
+        param = "messages" if kind == "chat" else "prompt"
         for ids in prompt_ids:
             if not ids:
-                raise InvalidRequestError("the prompt is empty", param="prompt")
+                raise InvalidRequestError("the prompt is empty", param=param)
+            self.check_prompt_length(len(ids), param)
             self.engine.check_fits(len(ids), params.max_tokens)
         info = self.engine.info
         fields = {**cache_fields, "endpoint": kind, "model": model, "adapter": adapter, "uri": info.uri}

@@ -44,6 +44,9 @@ class ServerSettings(BaseModel):
     torch_threads: int | None = Field(
         default=None, ge=1, le=1024, description="CPU threads for torch; default: the cores available minus one."
     )
+    max_prompt_tokens: int | None = Field(
+        default=None, ge=1, description="Longest prompt in tokens (400 above); default: the model's context less one."
+    )
     memory_cache_entries: int = Field(default=1024, ge=0, description="Size of the in-process cache without Redis.")
 
     def model_names(self) -> list[str]:
