@@ -5,7 +5,10 @@ ModelDeployment, ``experiment`` for a PromptExperiment); ``run`` takes the same 
 and runs them locally without a cluster.
 
 A command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
-it is imported only when chosen, so ``kubellm --help`` never loads torch.
+it is imported only when chosen, so ``kubellm --help`` never loads torch. ``run`` is the
+operator's reconcile logic without a cluster, so it lives with the operator
+(:mod:`kubellm.operator.local`) and needs the ``operator`` extra; it is loaded by name only,
+and the runtime package itself never imports the operator.
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ class CommandModule(Protocol):
     def run(self, args: argparse.Namespace) -> int: ...  # pragma: no cover
 
 
-# name -> (module implementing it, or None while it is not built yet; one-line help)
-COMMANDS: dict[str, tuple[str | None, str]] = {
-    "run": (None, "run FineTuneJob/ModelDeployment/PromptExperiment manifests locally"),
+# name -> (module implementing it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("kubellm.operator.local.command", "run FineTuneJob/ModelDeployment/PromptExperiment manifests locally"),
     "train": ("kubellm.runtime.training.command", "fine-tune a model (what a FineTuneJob's pod runs)"),
     "serve": (
         "kubellm.runtime.serving.command",
@@ -50,8 +53,19 @@ def _package_version() -> str:
         return "unknown"
 
 
+class MissingExtraError(Exception):
+    """A command's package is not installed."""
+
+
 def _load(module_name: str) -> CommandModule:
-    return cast(CommandModule, importlib.import_module(module_name))
+    try:
+        return cast(CommandModule, importlib.import_module(module_name))
+    except ModuleNotFoundError as error:
+        if not (error.name or "").startswith(("kubellm", "kopf", "kubernetes")):
+            raise
+        raise MissingExtraError(
+            f"{module_name} needs the operator and runtime extras: pip install 'kubellm[operator,runtime]' ({error})"
+        ) from error
 
 
 def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
@@ -61,10 +75,7 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         cmd = sub.add_parser(name, help=help_text, description=help_text)
-        if module_name is None:
-            cmd.add_argument("-f", "--filename", help="a manifest file or a folder of manifests")
-            cmd.add_argument("--config", help="YAML or JSON configuration file")
-        elif name == chosen:
+        if name == chosen:
             _load(module_name).add_arguments(cmd)
     return parser
 
@@ -73,12 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kubellm`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     chosen = next((a for a in args_list if not a.startswith("-")), None)
-    args = build_parser(chosen).parse_args(args_list)
-    module_name = COMMANDS[args.command][0]
-    if module_name is None:
-        print(f"kubellm {args.command}: not yet implemented in this release.", file=sys.stderr)
+    try:
+        args = build_parser(chosen).parse_args(args_list)
+        return _load(COMMANDS[args.command][0]).run(args)
+    except MissingExtraError as error:
+        print(f"kubellm: {error}", file=sys.stderr)
         return 2
-    return _load(module_name).run(args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ ends) and the operator copies the known fields into the resource's status.
 The API server is reached the way every in-cluster client does: ``KUBERNETES_SERVICE_HOST`` /
 ``KUBERNETES_SERVICE_PORT`` and the mounted ServiceAccount token and CA
 (``KUBELLM_SERVICEACCOUNT_DIR`` overrides the mount folder, for tests). The token is read on each
-call because projected tokens rotate. Outside a cluster (no ConfigMap named) nothing is sent.
+call because projected tokens rotate. Outside a cluster (no ConfigMap named) nothing is sent,
+unless ``KUBELLM_REPORT_DIR`` names a folder: then each document is written there as a file
+(what ``kubellm run`` reads to show status without a cluster).
 
 Reporting never stops the work it reports on: a failed patch is retried, then logged.
 """
@@ -31,6 +33,7 @@ import httpx
 __all__ = [
     "STATUS_KEY",
     "ConfigMapReporter",
+    "DirectoryReporter",
     "NullReporter",
     "Reporter",
     "ThrottledStatus",
@@ -57,6 +60,26 @@ class NullReporter:
 
     def publish(self, files: Mapping[str, str]) -> bool:
         """Accept and drop ``files``."""
+        return True
+
+
+@dataclass(frozen=True)
+class DirectoryReporter:
+    """Outside a cluster: each document becomes a file of one folder, replaced atomically."""
+
+    folder: Path
+
+    def publish(self, files: Mapping[str, str]) -> bool:
+        """Write ``files`` into the folder; False (and a warning) if the disk refused."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for name, text in files.items():
+                partial = self.folder / f".{name}.partial"
+                partial.write_text(text)
+                partial.replace(self.folder / name)
+        except OSError as error:
+            log.warning("could not write the report into %s: %s", self.folder, error)
+            return False
         return True
 
 
@@ -105,12 +128,13 @@ class ConfigMapReporter:
 
 
 def reporter_from_env(environ: Mapping[str, str] | None = None) -> Reporter:
-    """The reporter the pod's environment asks for (a :class:`NullReporter` outside a cluster)."""
+    """The reporter the pod's environment asks for (outside a cluster: a folder, or nothing)."""
     env = os.environ if environ is None else environ
     name = env.get("KUBELLM_REPORT_CONFIGMAP", "")
     host = env.get("KUBERNETES_SERVICE_HOST", "")
     if not name or not host:
-        return NullReporter()
+        folder = env.get("KUBELLM_REPORT_DIR", "")
+        return DirectoryReporter(Path(folder)) if folder else NullReporter()
     sa_dir = Path(env.get("KUBELLM_SERVICEACCOUNT_DIR", str(SERVICEACCOUNT_DIR)))
     namespace = env.get("KUBELLM_NAMESPACE") or (sa_dir / "namespace").read_text().strip()
     host = f"[{host}]" if ":" in host else host

@@ -14,9 +14,9 @@ def test_version_prints_package_version(capsys: pytest.CaptureFixture[str]) -> N
     assert capsys.readouterr().out.startswith("kubellm 0.")
 
 
-def test_unimplemented_command_says_so_clearly(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "-f", "examples/quickstart/"]) == 2
-    assert "not yet implemented" in capsys.readouterr().err
+def test_run_on_a_missing_path_says_so_and_starts_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "-f", "no/such/folder/"]) == 2
+    assert "no/such/folder: no such file or folder" in capsys.readouterr().err
 
 
 def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

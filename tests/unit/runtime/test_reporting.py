@@ -6,7 +6,13 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from kubellm.runtime.reporting import ConfigMapReporter, NullReporter, ThrottledStatus, reporter_from_env
+from kubellm.runtime.reporting import (
+    ConfigMapReporter,
+    DirectoryReporter,
+    NullReporter,
+    ThrottledStatus,
+    reporter_from_env,
+)
 
 
 class Recorder:
@@ -21,6 +27,20 @@ class Recorder:
 def test_outside_a_cluster_nothing_is_sent() -> None:
     assert isinstance(reporter_from_env({}), NullReporter)
     assert isinstance(reporter_from_env({"KUBELLM_REPORT_CONFIGMAP": "x-report"}), NullReporter)
+
+
+def test_a_report_folder_outside_a_cluster_gets_one_file_per_document(tmp_path: Path) -> None:
+    reporter = reporter_from_env({"KUBELLM_REPORT_DIR": str(tmp_path / "report")})
+    assert isinstance(reporter, DirectoryReporter)
+    assert reporter.publish({"status.json": '{"a": 1}'})
+    assert reporter.publish({"status.json": '{"a": 2}', "report.md": "# r"})
+    assert json.loads((tmp_path / "report" / "status.json").read_text()) == {"a": 2}
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.md", "status.json"]
+
+
+def test_an_unwritable_report_folder_is_a_false_not_an_exception(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    assert DirectoryReporter(tmp_path / "file" / "report").publish({"status.json": "{}"}) is False
 
 
 def test_in_cluster_environment_names_the_configmap(tmp_path: Path) -> None:
