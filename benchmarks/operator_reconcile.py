@@ -12,25 +12,31 @@ least-privilege ServiceAccount, watching one namespace), then:
 
 The harness's Service range is 10.0.0.0/16, so every ModelDeployment's Service gets a ClusterIP.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/operator_reconcile.py --count 1000   # from the repository root
+Part of ``python -m benchmarks`` (family ``operator``); alone, from the repository root::
+
+    .venv/bin/python -m benchmarks.operator_reconcile --count 1000
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 
+from benchmarks.figures import Check, FamilyResult, Plot, RunOptions, Table, Target
+from benchmarks.processes import rss_mib
 from kubellm.operator.k8s import KubeClient
 from tests.harness.cluster import Cluster, running_cluster
-from tests.integration.operator.helpers import OperatorProcess, apply_crds, operator_kubeconfig
+from tests.harness.operator_process import OperatorProcess, apply_crds, operator_kubeconfig
 
 NAMESPACE = "bench"
 MANAGED = "app.kubernetes.io/managed-by=kubellm-operator"
@@ -97,16 +103,33 @@ def measure_throughput(kube: KubeClient, count: int, timeout: float) -> tuple[fl
     return applied, nan if children is None else children, nan if ready is None else ready
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+@dataclass
+class OperatorFigures:
+    """What one operator run measured."""
+
+    latencies: list[float]
+    count: int
+    applied: float
+    children: float
+    ready: float
+    rss_first: float
+    rss_later: float
+    rest_seconds: float
+    writes: float
 
 
-def run(count: int, samples: int, timeout: float) -> None:
-    """Start everything, measure, print the figures."""
+def _at_rest(operator: OperatorProcess, pid: int, rest: float) -> tuple[float, float]:
+    settle = time.monotonic() + 60  # do not wait forever for an operator that keeps writing
+    while not _idle(operator) and time.monotonic() < settle:
+        pass
+    time.sleep(rest)
+    first = rss_mib(pid)
+    time.sleep(rest)
+    return first, rss_mib(pid)
+
+
+def measure(count: int, samples: int, timeout: float, rest: float) -> OperatorFigures:
+    """Start a control plane and the operator, measure latency, throughput and memory at rest."""
     with running_cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
         apply_crds(cluster)
         cluster.kubectl("create", "namespace", NAMESPACE)
@@ -116,25 +139,9 @@ def run(count: int, samples: int, timeout: float) -> None:
         try:
             kube = admin_client(cluster)
             latencies = measure_latency(kube, samples)
-            print(
-                f"apply -> Deployment created: median {statistics.median(latencies) * 1000:.0f} ms, "
-                f"p90 {statistics.quantiles(latencies, n=10)[-1] * 1000:.0f} ms over {samples} resources"
-            )
             applied, children, ready = measure_throughput(kube, count, timeout)
-            print(
-                f"{count} ModelDeployments: applied in {applied:.1f} s; all Deployments created after "
-                f"{children:.1f} s; all Ready=True after {ready:.1f} s"
-            )
-            settle = time.monotonic() + 60  # failing Services (harness IP range) keep it busy; do not wait forever
-            while not _idle(operator) and time.monotonic() < settle:
-                pass
-            time.sleep(10)
-            first = rss_mib(operator.process.pid)
-            time.sleep(10)
-            print(
-                f"operator RSS at rest: {first:.0f} MiB, 10 s later {rss_mib(operator.process.pid):.0f} MiB; "
-                f"writes {operator.writes():.0f}"
-            )
+            first, later = _at_rest(operator, operator.process.pid, rest)
+            return OperatorFigures(latencies, count, applied, children, ready, first, later, rest, operator.writes())
         finally:
             operator.stop()
 
@@ -145,14 +152,91 @@ def _idle(operator: OperatorProcess) -> bool:
     return operator.writes() == before
 
 
+def _checks(figures: OperatorFigures, quick: bool) -> list[Check]:
+    growth = (figures.rss_later / figures.rss_first - 1) * 100
+    return [
+        Check(
+            "median apply -> Deployment child", statistics.median(figures.latencies), "s", Target(0.5, at_least=False)
+        ),
+        Check(
+            f"{figures.count:,} ModelDeployments applied -> all Ready",
+            figures.ready,
+            "s",
+            None if quick else Target(120.0, at_least=False),
+        ),
+        Check(
+            f"operator RSS at rest after the load (MiB, then {figures.rest_seconds:.0f} s later)",
+            figures.rss_later,
+            "MiB",
+            None,
+            figures.rss_later,
+            "itself earlier",
+            figures.rss_first,
+            "MiB",
+        ),
+        Check(
+            f"operator RSS growth over {figures.rest_seconds:.0f} s at rest (flat: <= 5%)",
+            growth,
+            "%",
+            Target(5.0, at_least=False),
+        ),
+    ]
+
+
+def run(options: RunOptions) -> FamilyResult:
+    """The benchmark family."""
+    count, samples, rest = (100, 5, 3.0) if options.quick else (1000, 20, 10.0)
+    figures = measure(count, samples, timeout=600, rest=rest)
+    latencies_ms = [latency * 1000 for latency in figures.latencies]
+    rows: list[list[str | float | int | None]] = [
+        ["apply -> Deployment, median (ms)", statistics.median(latencies_ms)],
+        ["apply -> Deployment, max (ms)", max(latencies_ms)],
+        [f"{count:,} applied from 8 threads (s)", figures.applied],
+        [f"{count:,}: all Deployments created (s)", figures.children],
+        [f"{count:,}: all Ready=True (s)", figures.ready],
+        ["operator RSS at rest (MiB)", figures.rss_first],
+        [f"operator RSS {figures.rest_seconds:.0f} s later (MiB)", figures.rss_later],
+        ["operator writes during the run", figures.writes],
+    ]
+    return FamilyResult(
+        name="operator",
+        title="Operator on the local control plane",
+        workload=(
+            "A fresh kube-apiserver + etcd + kwok control plane, the CRDs, the operator as a subprocess under its "
+            f"least-privilege ServiceAccount; {samples} ModelDeployments applied one at a time (apply -> Deployment "
+            f"child, polled every 5 ms), then {count:,} applied from 8 threads (replicas 0, so the figure measures "
+            "the operator, not kwok's pod capacity) until all report Ready=True; then its resident memory at rest."
+        ),
+        tables=[Table("Operator figures", ["figure", "value"], rows)],
+        checks=_checks(figures, options.quick),
+        plots=[
+            Plot(
+                "apply -> child latency (ms)",
+                "ms",
+                [f"#{i}" for i in range(len(latencies_ms))],
+                {"latency": list[float | None](latencies_ms)},
+            ),
+            Plot(
+                f"{count:,} ModelDeployments (s)",
+                "s",
+                ["applied", "children", "Ready"],
+                {"seconds": [figures.applied, figures.children, figures.ready]},
+            ),
+        ],
+        data=dataclasses.asdict(figures),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse the flags and run."""
+    """Parse the flags, run, print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--count", type=int, default=1000, help="ModelDeployments for the throughput figure")
     parser.add_argument("--samples", type=int, default=20, help="ModelDeployments for the latency figure")
     parser.add_argument("--timeout", type=float, default=600, help="give up on the throughput run after this")
     args = parser.parse_args(argv)
-    run(args.count, args.samples, args.timeout)
+    figures = measure(args.count, args.samples, args.timeout, rest=10.0)
+    for check in _checks(figures, quick=False):
+        print(check.sentence())
     return 0
 
 

@@ -9,10 +9,9 @@ Each method runs in its own process so that peak resident memory (``ru_maxrss``)
 i.e. what the model, gradients, optimizer state and activations take; the whole-process peak is
 shown too. Both runs use the real training code (:mod:`kubellm.runtime.training`).
 
-Run it with::
+Part of ``python -m benchmarks`` (family ``training``); alone::
 
-    .venv/bin/python benchmarks/training_lora_vs_full.py            # about a minute on 2 cores
-    .venv/bin/python benchmarks/training_lora_vs_full.py --rounds 3 --threads 2   # a busy machine
+    .venv/bin/python -m benchmarks.training_lora_vs_full --rounds 2
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.figures import Check, FamilyResult, Plot, RunOptions, Table, Target, ratio
+
 MODEL = (
     "dummy://llama?hidden_size=768&intermediate_size=2048&num_hidden_layers=4"
     "&num_attention_heads=12&vocab_size=2048&max_position_embeddings=256&seed=0"
@@ -36,6 +37,9 @@ MODEL = (
 BATCH_SIZE = 4
 DATASET = "dummy://instructions?rows=512&seed=0"
 WARMUP_STEPS = 3
+STEPS = 15
+ROUNDS = 1
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _peak_rss_bytes() -> int:
@@ -110,75 +114,132 @@ def measure(method: str, steps: int, threads: int) -> dict[str, Any]:
 
 
 def _run_child(method: str, steps: int, threads: int) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--method", method, "--steps", str(steps), "--threads", str(threads)]
-    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    module = "benchmarks.training_lora_vs_full"
+    command = [sys.executable, "-m", module, "--method", method, "--steps", str(steps), "--threads", str(threads)]
+    finished = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
     if finished.returncode != 0:
-        raise SystemExit(f"{method} run failed:\n{finished.stderr[-2000:]}")
+        raise RuntimeError(f"{method} run failed: {' '.join(finished.stderr[-600:].split())}")
     return dict(json.loads(finished.stdout.strip().splitlines()[-1]))
 
 
-def _mb(value: float) -> str:
-    return f"{value / 2**20:,.1f}"
+def measure_both(steps: int, threads: int, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Alternate full/lora child runs ``rounds`` times; keep the fastest run of each."""
+    runs: dict[str, list[dict[str, Any]]] = {"full": [], "lora": []}
+    for _ in range(rounds):  # alternating evens out a machine whose load drifts
+        for method, results in runs.items():
+            results.append(_run_child(method, steps, threads))
+    full, lora = (min(results, key=lambda run: float(run["stepSeconds"])) for results in runs.values())
+    return full, lora
 
 
-def _ratio(full: dict[str, Any], lora: dict[str, Any], key: str, percent: bool = False) -> str:
-    value = float(lora[key]) / float(full[key])
-    return f"{value:.3%}" if percent else f"{value:.2f}x"
-
-
-def _ms(run: dict[str, Any]) -> str:
-    return f"{run['stepSeconds'] * 1000:.1f}"
-
-
-def report(full: dict[str, Any], lora: dict[str, Any], steps: int, threads: int) -> str:
-    """The comparison table."""
-    trainable = f"{lora['trainable'] / lora['total']:.3%}"
-    rows = [
-        ("trainable parameters", f"{full['trainable']:,}", f"{lora['trainable']:,}", trainable, "<= 0.5%"),
-        (
-            "saved weights (MB)",
-            _mb(full["savedBytes"]),
-            _mb(lora["savedBytes"]),
-            _ratio(full, lora, "savedBytes", True),
-            "",
-        ),
-        ("step time (ms, median)", _ms(full), _ms(lora), _ratio(full, lora, "stepSeconds"), "<= 0.9x"),
-        (
-            "training memory (MB)",
-            _mb(full["trainingBytes"]),
-            _mb(lora["trainingBytes"]),
-            _ratio(full, lora, "trainingBytes"),
-            "<= 0.6x",
-        ),
-        ("process peak RSS (MB)", _mb(full["peakBytes"]), _mb(lora["peakBytes"]), _ratio(full, lora, "peakBytes"), ""),
-    ]
-    header = (
-        f"LoRA (rank 8, q_proj/v_proj) vs full fine-tuning: {MODEL}\n"
-        f"{full['total']:,} parameters, batch {BATCH_SIZE}, {steps} steps (median of the last {steps - WARMUP_STEPS}), "
-        f"{threads} thread(s), CPU\n"
+def _check(
+    figure: str, full: dict[str, Any], lora: dict[str, Any], key: str, *, target: Target | None, unit: str
+) -> Check:
+    scale = 1000 if key == "stepSeconds" else 2**-20
+    return Check(
+        figure,
+        ratio(float(lora[key]), float(full[key])),
+        "x",
+        target,
+        float(lora[key]) * scale,
+        "full fine-tuning",
+        float(full[key]) * scale,
+        unit,
     )
-    lines = [f"{'':24}{'full':>14}{'lora':>14}{'lora/full':>12}{'target':>10}"]
-    lines += [f"{name:24}{a:>14}{b:>14}{ratio:>12}{target:>10}" for name, a, b, ratio, target in rows]
-    return header + "\n".join(lines)
+
+
+def _checks(full: dict[str, Any], lora: dict[str, Any]) -> list[Check]:
+    trainable = float(lora["trainable"]) / float(lora["total"]) * 100
+    return [
+        Check(
+            "LoRA trainable parameters (share of the model)",
+            trainable,
+            "%",
+            Target(0.5, at_least=False),
+            float(lora["trainable"]),
+            "full fine-tuning",
+            float(full["trainable"]),
+            "parameters",
+        ),
+        _check(
+            "LoRA / full median step time", full, lora, "stepSeconds", target=Target(0.9, at_least=False), unit="ms"
+        ),
+        _check(
+            "LoRA / full training memory", full, lora, "trainingBytes", target=Target(0.6, at_least=False), unit="MiB"
+        ),
+        _check("LoRA / full process peak RSS", full, lora, "peakBytes", target=None, unit="MiB"),
+        _check("LoRA adapter / full model saved size", full, lora, "savedBytes", target=None, unit="MiB"),
+    ]
+
+
+def _table(full: dict[str, Any], lora: dict[str, Any]) -> Table:
+    def row(name: str, key: str, scale: float) -> list[str | float | int | None]:
+        return [name, float(full[key]) * scale, float(lora[key]) * scale, ratio(float(lora[key]), float(full[key]))]
+
+    return Table(
+        "LoRA vs full fine-tuning",
+        ["figure", "full", "LoRA", "LoRA / full"],
+        [
+            row("trainable parameters", "trainable", 1),
+            row("median step time (ms)", "stepSeconds", 1000),
+            row("training memory (MiB, peak above imports)", "trainingBytes", 2**-20),
+            row("process peak RSS (MiB)", "peakBytes", 2**-20),
+            row("saved weights (MiB)", "savedBytes", 2**-20),
+        ],
+    )
+
+
+def run(options: RunOptions) -> FamilyResult:
+    """The benchmark family: both methods in child processes, then the comparison."""
+    steps, rounds = (8, 1) if options.quick else (STEPS, ROUNDS)
+    full, lora = measure_both(steps, options.threads, rounds)
+    return FamilyResult(
+        name="training",
+        title="Training: LoRA vs full fine-tuning",
+        workload=(
+            f"`{MODEL}` ({int(full['total']) / 1e6:.1f}M parameters), dataset `{DATASET}`, batch {BATCH_SIZE}, "
+            f"sequences up to 128 tokens, {steps} optimizer steps per method (median step time after "
+            f"{WARMUP_STEPS} warm-up steps), LoRA rank 8 alpha 16 on the default target modules, each run in its "
+            f"own process ({rounds} alternating round(s), the fastest kept), {options.threads} torch thread(s), CPU. "
+            "Training memory is the peak resident memory above the process's footprint after imports."
+        ),
+        tables=[_table(full, lora)],
+        checks=_checks(full, lora),
+        plots=[
+            Plot(
+                "Step time (lower is better)",
+                "ms",
+                ["median step"],
+                {"full": [float(full["stepSeconds"]) * 1000], "LoRA": [float(lora["stepSeconds"]) * 1000]},
+            ),
+            Plot(
+                "Memory (lower is better)",
+                "MiB",
+                ["training memory", "peak RSS", "saved weights"],
+                {
+                    method: [float(r[k]) / 2**20 for k in ("trainingBytes", "peakBytes", "savedBytes")]
+                    for method, r in (("full", full), ("LoRA", lora))
+                },
+            ),
+        ],
+        data={"full": full, "lora": lora, "steps": steps, "rounds": rounds},
+    )
 
 
 def main() -> int:
-    """Run both methods in child processes and print the comparison."""
+    """Child mode (``--method``): one method, its figures as a JSON line. Otherwise: both, printed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per method")
+    parser.add_argument("--steps", type=int, default=STEPS, help="optimizer steps per method")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--rounds", type=int, default=1, help="alternate full/lora runs; the best of each is kept")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="alternate full/lora runs; the best of each is kept")
     parser.add_argument("--method", choices=["full", "lora"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.method:
         print(json.dumps(measure(args.method, args.steps, args.threads)))
         return 0
-    runs: dict[str, list[dict[str, Any]]] = {"full": [], "lora": []}
-    for _ in range(args.rounds):  # alternating evens out a machine whose load drifts
-        for method, results in runs.items():
-            results.append(_run_child(method, args.steps, args.threads))
-    full, lora = (min(results, key=lambda run: float(run["stepSeconds"])) for results in runs.values())
-    print(report(full, lora, args.steps, args.threads))
+    full, lora = measure_both(args.steps, args.threads, args.rounds)
+    for check in _checks(full, lora):
+        print(check.sentence())
     return 0
 
 

@@ -1,0 +1,93 @@
+"""``python -m benchmarks [--quick] [--only NAME[,NAME]]``: every benchmark family in one run.
+
+Writes ``benchmarks/results/results.json``, ``README.md`` and one PNG per family. A family
+that fails is reported as failed (with its error) and the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.figures import FamilyResult, RunOptions
+from benchmarks.report import write_results
+
+FAMILIES = {
+    "serving": "benchmarks.serving",
+    "overhead": "benchmarks.overhead",
+    "quantization": "benchmarks.quantization",
+    "cache": "benchmarks.cache",
+    "training": "benchmarks.training_lora_vs_full",
+    "operator": "benchmarks.operator_reconcile",
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _chosen(only: str | None) -> list[str]:
+    if not only:
+        return list(FAMILIES)
+    names = [name.strip() for name in only.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(FAMILIES))
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+    return [name for name in FAMILIES if name in names]
+
+
+def run_family(name: str, options: RunOptions) -> FamilyResult:
+    """Run one family; a failure becomes a result that says why."""
+    started = time.perf_counter()
+    print(f"[benchmarks] {name} ...", flush=True)
+    try:
+        result: FamilyResult = importlib.import_module(FAMILIES[name]).run(options)
+    except Exception as error:  # one broken family must not lose the others' figures
+        traceback.print_exc()
+        result = FamilyResult(name, name, "", error=f"{type(error).__name__}: {' '.join(str(error).split())[:500]}")
+    result.seconds = time.perf_counter() - started
+    print(f"[benchmarks] {name}: {result.seconds:.0f} s{' (failed)' if result.error else ''}", flush=True)
+    return result
+
+
+def _versions() -> dict[str, str]:
+    import torch  # noqa: PLC0415
+    import transformers  # noqa: PLC0415
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the flags, run the families, write the results."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke mode: small workloads, a few minutes")
+    parser.add_argument("--only", help=f"comma-separated families among {', '.join(FAMILIES)}")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results folder (default: benchmarks/results)")
+    args = parser.parse_args(argv)
+    from kubellm.runtime.serving.command import default_torch_threads  # noqa: PLC0415
+
+    options = RunOptions(quick=args.quick, threads=default_torch_threads())
+    started_at, started = datetime.now(UTC), time.perf_counter()
+    results = [run_family(name, options) for name in _chosen(args.only)]
+    run = {
+        "started": started_at.strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_seconds": time.perf_counter() - started,
+        "mode": "quick" if args.quick else "full",
+        "cores": len(os.sched_getaffinity(0)),
+        "threads": options.threads,
+        **_versions(),
+    }
+    write_results(args.output, results, run)
+    print(f"[benchmarks] wrote {args.output} in {run['wall_seconds']:.0f} s", flush=True)
+    return 1 if any(result.error for result in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The in-process baselines: Hugging Face ``model.generate`` with no server in between.
+
+Also where the served model folder comes from: a dummy model saved with ``save_pretrained``,
+so that ``kubellm serve``, ``transformers serve`` and ``generate`` load the very same weights.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.load import LoadResult, RequestRecord
+
+__all__ = ["Job", "generated_lengths", "load_folder", "save_model", "sequential", "static_batches"]
+
+Job = tuple[str, int]
+"""A request: the prompt and its max_tokens."""
+
+
+def save_model(uri: str, folder: Path) -> int:
+    """Build the model ``uri`` names and save it, with its tokenizer, into ``folder``; its parameter count."""
+    from kubellm.runtime.models.loading import load_model  # noqa: PLC0415
+
+    loaded = load_model(uri)
+    loaded.model.save_pretrained(str(folder))
+    loaded.tokenizer.save_pretrained(str(folder))
+    return int(sum(parameter.numel() for parameter in loaded.model.parameters()))
+
+
+def load_folder(folder: Path) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) from a saved folder."""
+    from kubellm.runtime.models.loading import load_model  # noqa: PLC0415
+
+    loaded = load_model(str(folder))
+    return loaded.model.eval(), loaded.tokenizer
+
+
+def generated_lengths(model: Any, tokenizer: Any, prompts: Sequence[str], tokens: int) -> list[int]:
+    """Greedy ``generate`` on a left-padded batch; per row, the tokens generated up to its end token."""
+    tokenizer.padding_side = "left"
+    inputs = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
+    eos = set(model.generation_config.eos_token_id or [])
+    rows = output[:, inputs["input_ids"].shape[1] :].tolist()
+    return [next((i + 1 for i, token in enumerate(row) if token in eos), len(row)) for row in rows]
+
+
+def sequential(model: Any, tokenizer: Any, jobs: Sequence[Job]) -> LoadResult:
+    """The jobs one after another, one ``generate`` call each."""
+    records = []
+    started = time.perf_counter()
+    for prompt, tokens in jobs:
+        begun = time.perf_counter()
+        (count,) = generated_lengths(model, tokenizer, [prompt], tokens)
+        records.append(RequestRecord(time.perf_counter() - begun, float("nan"), count))
+    return LoadResult(records, time.perf_counter() - started)
+
+
+def static_batches(model: Any, tokenizer: Any, jobs: Sequence[Job], size: int) -> LoadResult:
+    """The jobs in left-padded batches of ``size``; each batch runs to its longest max_tokens.
+
+    Only the tokens a request asked for count, so a short request in a long batch shows the
+    waste of static batching.
+    """
+    records = []
+    started = time.perf_counter()
+    for first in range(0, len(jobs), size):
+        batch = jobs[first : first + size]
+        begun = time.perf_counter()
+        lengths = generated_lengths(model, tokenizer, [p for p, _ in batch], max(t for _, t in batch))
+        seconds = time.perf_counter() - begun
+        records += [RequestRecord(seconds, float("nan"), min(n, t)) for n, (_, t) in zip(lengths, batch, strict=True)]
+    return LoadResult(records, time.perf_counter() - started)
