@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from kubellm.runtime.serving.command import default_torch_threads  # noqa: PLC0415
 
     options = RunOptions(quick=args.quick, threads=default_torch_threads())
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(options.threads)  # the in-process baselines get what each server gets
     started_at, started = datetime.now(UTC), time.perf_counter()
     results = [run_family(name, options) for name in _chosen(args.only)]
     run = {

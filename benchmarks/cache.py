@@ -33,7 +33,7 @@ def _kubellm(folder: Path, threads: int, count: int) -> dict[str, Any]:
     with running_server(kubellm_serve(str(folder), port, threads), url, "/ready"):
         endpoint = f"{url}/v1/completions"
         misses = [seconds for seconds, _ in timed_requests(endpoint, count, _body)]
-        hits = [seconds for seconds, _ in timed_requests(endpoint, count * 4, _body)]
+        hits = [seconds for seconds, _ in timed_requests(endpoint, count * 4, lambda index: _body(index % count))]
         rps = concurrent_requests_per_second(endpoint, _body(0), CLIENTS, count * 2)
     return {"misses": misses, "hits": hits, "rps": rps}
 

@@ -65,6 +65,7 @@ class Check:
     peer: float | None = None
     raw_unit: str = ""
     why_missing: str = ""
+    ours_name: str = "kubellm"
 
     @property
     def met(self) -> bool | None:
@@ -80,7 +81,7 @@ class Check:
         against = ""
         if self.peer_name and self.peer is not None and self.ours is not None:
             peer = f"{format_number(self.peer)}{_spaced(self.raw_unit)}"
-            against = f" (kubellm {format_number(self.ours)} vs {self.peer_name} {peer})"
+            against = f" ({self.ours_name} {format_number(self.ours)} vs {self.peer_name} {peer})"
         if self.target is None:
             return f"{self.figure}: {format_number(self.value)}{_spaced(self.unit)}{against}; no target."
         verdict = "meets the target" if self.met else "falls short of the target"
@@ -161,7 +162,7 @@ def format_number(value: float) -> str:
 
 
 def _spaced(unit: str) -> str:
-    return unit if unit in ("x", "%", "") else f" {unit}"
+    return unit if unit in ("x", "%", "") or unit.startswith("x ") else f" {unit}"
 
 
 def _clean(value: Any) -> Any:

@@ -20,7 +20,7 @@ from benchmarks.serving import MODEL, prompts
 __all__ = ["run"]
 
 
-def _server_per_token(folder: Path, jobs: list[str], tokens: int, threads: int) -> list[float]:
+def _server_per_token(folder: Path, jobs: list[str], tokens: int, threads: int) -> list[tuple[float, int]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
@@ -30,14 +30,19 @@ def _server_per_token(folder: Path, jobs: list[str], tokens: int, threads: int) 
     with running_server(kubellm_serve(str(folder), port, threads), url, "/ready"):
         timed_requests(f"{url}/v1/completions", 2, body, NO_CACHE)  # warm-up
         answers = timed_requests(f"{url}/v1/completions", len(jobs), body, NO_CACHE)
-    return [seconds / max(1, int(answer["usage"]["completion_tokens"])) for seconds, answer in answers]
+    return [(seconds, int(answer["usage"]["completion_tokens"])) for seconds, answer in answers]
 
 
-def _in_process_per_token(folder: Path, jobs: list[str], tokens: int) -> list[float]:
+def _in_process_per_token(folder: Path, jobs: list[str], lengths: list[int]) -> list[tuple[float, int]]:
+    """The same prompts, each asked for as many tokens as the server generated: equal work."""
     model, tokenizer = load_folder(folder)
-    sequential(model, tokenizer, [(p, tokens) for p in jobs[:2]])  # warm-up
-    result = sequential(model, tokenizer, [(p, tokens) for p in jobs])
-    return [record.latency / max(1, record.tokens) for record in result.records]
+    sequential(model, tokenizer, [(p, 8) for p in jobs[:2]])  # warm-up
+    result = sequential(model, tokenizer, list(zip(jobs, lengths, strict=True)))
+    return [(record.latency, record.tokens) for record in result.records]
+
+
+def _per_token_ms(timings: list[tuple[float, int]]) -> list[float]:
+    return [seconds * 1000 / max(1, tokens) for seconds, tokens in timings]
 
 
 def run(options: RunOptions) -> FamilyResult:
@@ -47,9 +52,10 @@ def run(options: RunOptions) -> FamilyResult:
     with tempfile.TemporaryDirectory(prefix="kubellm-bench-overhead-") as scratch:
         folder = Path(scratch) / "model"
         parameters = save_model(MODEL, folder)
-        server = _server_per_token(folder, jobs, tokens, options.threads)
-        local = _in_process_per_token(folder, jobs, tokens)
-    server_ms, local_ms = median(server) * 1000, median(local) * 1000
+        served = _server_per_token(folder, jobs, tokens, options.threads)
+        generated = _in_process_per_token(folder, jobs, [max(1, n) for _, n in served])
+    server, local = _per_token_ms(served), _per_token_ms(generated)
+    server_ms, local_ms = median(server), median(local)
     overhead = (server_ms / local_ms - 1) * 100
     check = Check(
         figure="batch-1 overhead of kubellm serve over in-process generate (per token, median)",
@@ -62,17 +68,19 @@ def run(options: RunOptions) -> FamilyResult:
         raw_unit="ms/token",
     )
     rows: list[list[str | float | int | None]] = [
-        ["kubellm serve over HTTP (non-streamed)", server_ms, min(server) * 1000, len(server)],
-        ["in-process model.generate", local_ms, min(local) * 1000, len(local)],
+        ["kubellm serve over HTTP (non-streamed)", server_ms, min(server), sum(n for _, n in served)],
+        ["in-process model.generate", local_ms, min(local), sum(n for _, n in generated)],
     ]
     return FamilyResult(
         name="overhead",
         title="Batch-1 overhead",
         workload=(
             f"`{MODEL}` ({parameters / 1e6:.1f}M parameters), {count} prompts one at a time, {tokens} new tokens, "
-            f"greedy, {options.threads} torch thread(s); time per generated token, request sent to answer read."
+            f"greedy, {options.threads} torch thread(s); time per generated token, request sent to answer read; "
+            "in-process, each prompt asks for as many tokens as the server generated for it (a random model may "
+            "stop early at its end token)."
         ),
-        tables=[Table("Time per generated token", ["path", "median ms/token", "best ms/token", "requests"], rows)],
+        tables=[Table("Time per generated token", ["path", "median ms/token", "best ms/token", "tokens"], rows)],
         checks=[check],
         plots=[
             Plot(

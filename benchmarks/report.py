@@ -47,7 +47,7 @@ def _verdict(check: Check) -> str:
 
 
 def _checks_table(checks: Sequence[Check]) -> Table:
-    columns = ["figure", "kubellm", "peer", "peer's number", "measured", "target", "verdict"]
+    columns = ["figure", "ours", "peer", "peer's number", "measured", "target", "verdict"]
     rows: list[list[Cell]] = [
         [
             check.figure,
