@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
         lint typecheck imports unit integration reliability bench audit crds chart-files argocd-health kind-up images kind-load deploy e2e clean
 
 quickstart: setup
-	$(VENV)/bin/kubellm run -f examples/quickstart/
+	$(VENV)/bin/kubellm run -f examples/
 
 test: setup system-deps cluster-binaries lint typecheck imports
 	$(PY) -m pytest $(PYTEST_ARGS)

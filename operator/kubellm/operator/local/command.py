@@ -34,7 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "-f",
         "--filename",
         action="append",
-        type=Path,
         required=True,
         metavar="PATH",
         help="a manifest file or a folder of manifests (repeatable), as for kubectl apply -f",
@@ -57,7 +56,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate every manifest, then run them in dependency order."""
     try:
-        manifests = load_manifests(args.filename)
+        manifests = load_manifests([Path(p) for p in args.filename])
     except ManifestError as error:
         print(f"kubellm run: the manifests cannot run:\n{error}", file=sys.stderr)
         return EXIT_BAD_MANIFESTS
@@ -78,5 +77,5 @@ def run(args: argparse.Namespace) -> int:
         print("\nkubellm run: interrupted; the processes it started are stopped", file=sys.stderr)
         return 130
     print()
-    print(NEXT_STEPS.format(paths=" ".join(str(p) for p in args.filename)))
+    print(NEXT_STEPS.format(paths=" ".join(args.filename)))
     return 0
