@@ -4,7 +4,8 @@ It sends one chat or completions request at a time per call (the runner bounds c
 retries with exponential backoff on 429, 502, 503, 504 and connection errors (honouring a
 ``Retry-After`` header), applies a per-request timeout, and asks the server not to answer from
 its response cache (``Cache-Control: no-cache``) so every variant is measured on fresh
-generations. Latency is the time of the attempt that succeeded.
+generations. Latency is the time of the attempt that succeeded. The API key never appears in
+an error text, even when the server repeats it.
 
 Errors are two exceptions: :class:`EndpointUnreachableError` (no connection after the retries: the
 run stops, since every other request would fail the same way) and :class:`RequestError` (this
@@ -38,6 +39,7 @@ __all__ = [
     "EndpointClient",
     "EndpointUnreachableError",
     "RequestError",
+    "redact",
     "request_body",
 ]
 
@@ -119,13 +121,22 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: httpx.Response, api_key: str | None) -> str:
     try:
         detail = response.json().get("error", {}).get("message")
     except (ValueError, AttributeError):
         detail = None
     text = detail or response.text[:200].strip() or response.reason_phrase
-    return f"HTTP {response.status_code}: {text}"
+    return redact(f"HTTP {response.status_code}: {text}", api_key)
+
+
+def redact(text: str, api_key: str | None) -> str:
+    """``text`` with the API key masked.
+
+    Some servers repeat the credentials they were sent in their errors ("invalid key sk-..."),
+    and an error text travels on: into ``requests.jsonl``, the result, the report ConfigMap.
+    """
+    return text.replace(api_key, "***") if api_key else text
 
 
 @dataclass(frozen=True)
@@ -212,9 +223,10 @@ class EndpointClient:
         except httpx.TransportError as error:
             return _Retry(RequestError(f"connection broken: {error or type(error).__name__}"))
         if response.status_code in RETRYABLE_STATUS:
-            return _Retry(RequestError(_error_text(response), response.status_code), _retry_after(response))
+            error = RequestError(_error_text(response, self.settings.api_key), response.status_code)
+            return _Retry(error, _retry_after(response))
         if response.is_error:
-            raise RequestError(_error_text(response), response.status_code)
+            raise RequestError(_error_text(response, self.settings.api_key), response.status_code)
         return response
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:

@@ -121,6 +121,19 @@ def test_client_errors_are_not_retried() -> None:
     assert len(seen) == 1
 
 
+def test_an_api_key_the_server_echoes_is_masked_in_the_error() -> None:
+    key = "sk-test-0123456789"
+    echoed = httpx.Response(401, json={"error": {"message": f"invalid key {key} (Bearer {key})"}})
+    handler, seen = _scripted(echoed)
+    with pytest.raises(RequestError) as failure:
+        _complete(handler, _settings(api_key=key))
+    assert str(failure.value) == "HTTP 401: invalid key *** (Bearer ***)"
+    assert seen[0].headers["authorization"] == f"Bearer {key}"
+    flapping, _ = _scripted(httpx.Response(503, text=f"upstream refused {key}"))
+    with pytest.raises(RequestError, match=r"^HTTP 503: upstream refused \*\*\*$"):
+        _complete(flapping, _settings(api_key=key, max_retries=1))
+
+
 def test_connection_errors_are_retried_then_mean_unreachable() -> None:
     handler, seen = _scripted(httpx.ConnectError("Connection refused"))
     with pytest.raises(EndpointUnreachableError, match=r"^cannot reach http://llm.test/v1: Connection refused$"):
