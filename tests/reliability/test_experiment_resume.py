@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -43,6 +44,7 @@ class Endpoint:
     delay_seconds: float = 0.0
     flap: bool = False
     api_key: str | None = None
+    echo: bool = False  # a careless server: its 401 repeats the credentials it was sent
     requests: list[str] = field(default_factory=list)  # request keys, one per attempt
     answered: list[str] = field(default_factory=list)  # keys answered 200
     refused: Counter[int] = field(default_factory=Counter)  # status -> count
@@ -61,7 +63,7 @@ class Endpoint:
             attempt = self.requests.count(key)
             self.requests.append(key)
         if self.api_key is not None and authorization != f"Bearer {self.api_key}":
-            return self._refuse(401, {}, "bad API key")
+            return self._refuse(401, {}, f"invalid credentials {authorization!r}" if self.echo else "bad API key")
         if attempt < self.failures_for(key):
             return self._refuse(503, {"Retry-After": "0"} if attempt % 2 else {}, "no ready backend")
         time.sleep(self.delay_seconds)
@@ -109,19 +111,27 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    """A fake OpenAI-compatible endpoint on a free loopback port."""
-    state = Endpoint()
+@contextmanager
+def serve_endpoint(state: Endpoint) -> Iterator[Endpoint]:
+    """Serve ``state`` on a free loopback port (``state.url``) for the ``with`` block."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    """A fake OpenAI-compatible endpoint on a free loopback port."""
+    with serve_endpoint(Endpoint()) as state:
+        yield state
 
 
 def experiment_config(tmp_path: Path, rows: int, concurrency: int) -> Path:
@@ -141,6 +151,7 @@ def experiment_config(tmp_path: Path, rows: int, concurrency: int) -> Path:
         "primaryMetric": "contains",
         "concurrency": concurrency,
     }
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "experiment.yaml"
     manifest = {"apiVersion": "kubellm.io/v1alpha1", "kind": "PromptExperiment", "metadata": {"name": "faults"}}
     path.write_text(yaml.safe_dump({**manifest, "spec": spec}))
