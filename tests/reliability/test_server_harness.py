@@ -26,7 +26,17 @@ from kubellm.runtime.serving.service import GenerationService
 from kubellm.runtime.serving.settings import ServerSettings
 from tests.harness.cluster import free_port
 
-__all__ = ["AREA", "NAME", "NO_CACHE", "RunningServer", "metric", "server_settings", "serving", "tiny_engine"]
+__all__ = [
+    "AREA",
+    "NAME",
+    "NO_CACHE",
+    "RunningServer",
+    "engine_for",
+    "metric",
+    "server_settings",
+    "serving",
+    "tiny_engine",
+]
 
 AREA = "server"
 MODEL = "dummy://llama?hidden_size=32&num_hidden_layers=2&num_attention_heads=4&seed=1"
@@ -42,10 +52,19 @@ def server_settings(cache_url: str | None = None, *, api_keys: tuple[str, ...] =
 
 
 @functools.cache
-def tiny_engine() -> Engine:
-    """The tiny model, loaded once per session (one torch thread: the other core serves HTTP)."""
+def engine_for(model: str = MODEL) -> Engine:
+    """A dummy model, loaded once per session.
+
+    One torch thread: the other core serves HTTP and runs the client; decoding threads that
+    share a core with them slow every step down many times over.
+    """
     torch.set_num_threads(1)
-    return load_engine(server_settings())
+    return load_engine(server_settings().model_copy(update={"model": model}))
+
+
+def tiny_engine() -> Engine:
+    """The tiny model most checks use."""
+    return engine_for(MODEL)
 
 
 @dataclass(frozen=True)
