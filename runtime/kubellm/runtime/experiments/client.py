@@ -222,12 +222,12 @@ class EndpointClient:
             raise RequestError(f"no answer within {self.settings.timeout_seconds:g}s") from None
         except httpx.TransportError as error:
             return _Retry(RequestError(f"connection broken: {error or type(error).__name__}"))
+        if not response.is_error:
+            return response
+        failure = RequestError(_error_text(response, self.settings.api_key), response.status_code)
         if response.status_code in RETRYABLE_STATUS:
-            error = RequestError(_error_text(response, self.settings.api_key), response.status_code)
-            return _Retry(error, _retry_after(response))
-        if response.is_error:
-            raise RequestError(_error_text(response, self.settings.api_key), response.status_code)
-        return response
+            return _Retry(failure, _retry_after(response))
+        raise failure
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
