@@ -53,6 +53,7 @@ KWOK_STAGES = (
     "pvc-delete",
     "pv-delete",
 )
+NODE_LEASE_SECONDS = 40
 # Names for the fake nodes; the GPU node advertises nvidia.com/gpu so GPU specs can schedule.
 NODES: tuple[tuple[str, dict[str, str]], ...] = (
     ("kwok-node-0", {}),
@@ -315,6 +316,10 @@ def _start_kwok(cluster: Cluster, *, detach: bool) -> None:
         [
             f"--kubeconfig={cluster.kubeconfig}",
             "--manage-all-nodes=true",
+            # Node Leases are the heartbeat the node lifecycle controller trusts; without them
+            # it marks every node NotReady ~50 s after start, and kwok never makes those pods
+            # Ready again (the pod-ready stage only handles Pending pods).
+            f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             *[f"--config={s}" for s in wanted],
             f"--cidr={POD_CIDR}",
             "--node-ip=127.0.0.1",

@@ -3,12 +3,19 @@
 Builds the one settings object, the API client, the metrics and the Kopf settings, registers
 the handlers and runs Kopf with its liveness endpoint. See :mod:`kubellm.operator.settings`
 for the flags (watch timeouts, retry delays, peering).
+
+Several replicas (``--peering NAME``) use Kopf's peering: only the live replica with the
+highest priority acts, the others stand by and take over when its keep-alive expires (see
+:mod:`kubellm.operator.settings`). The peering object must exist before the operator starts:
+without it Kopf would stay paused, healthy-looking and idle, so :func:`main` exits instead.
 """
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Sequence
+from urllib.parse import quote
 
 import kopf
 from kubernetes import client, config
@@ -18,7 +25,7 @@ from kubellm.operator.k8s import KubeClient
 from kubellm.operator.metrics import OperatorMetrics
 from kubellm.operator.settings import OperatorSettings, parse_settings
 
-__all__ = ["build_kopf_settings", "main"]
+__all__ = ["build_kopf_settings", "main", "missing_peerings", "peering_priority"]
 
 STATE_PREFIX = "kubellm.io"
 
@@ -41,6 +48,12 @@ def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     kopf_settings.watching.client_timeout = settings.client_timeout
     kopf_settings.watching.connect_timeout = settings.connect_timeout
     kopf_settings.execution.max_workers = settings.workers
+    kopf_settings.peering.lifetime = settings.peering_lifetime
+    # Named namespaces need no namespace scanning (only glob patterns do), and the RBAC rules
+    # grant no namespace access: Kopf would retry a forbidden list for ~55 s at every start.
+    # Without scanning, Kopf serves the CRDs found at start (they are installed first).
+    if settings.namespaces and not any(char in ns for ns in settings.namespaces for char in "*?[!"):
+        kopf_settings.scanning.disabled = True
     # Progress in annotations and status.kopf (the one status field the schema keeps open).
     kopf_settings.persistence.progress_storage = kopf.SmartProgressStorage(prefix=STATE_PREFIX)
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -53,11 +66,39 @@ def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     return kopf_settings
 
 
+def peering_priority(settings: OperatorSettings) -> int:
+    """This replica's peering priority: the configured one, else a random one (replicas must differ)."""
+    if settings.priority is not None:
+        return settings.priority
+    return random.SystemRandom().randint(1, 2**31 - 1)
+
+
+def missing_peerings(kube: KubeClient, settings: OperatorSettings) -> list[str]:
+    """The peering objects ``--peering`` needs that do not exist (empty when standalone)."""
+    if settings.peering is None:
+        return []
+    name = quote(settings.peering)
+    if settings.clusterwide:
+        paths = {"ClusterKopfPeering": f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"}
+    else:
+        paths = {
+            f"KopfPeering in {ns}": f"/apis/kopf.dev/v1/namespaces/{quote(ns)}/kopfpeerings/{name}"
+            for ns in settings.namespaces
+        }
+    return [f"{what} {settings.peering}" for what, path in paths.items() if kube.read(path) is None]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the operator until it is stopped."""
     settings = parse_settings(argv)
     metrics = OperatorMetrics()
-    op = Operator(KubeClient(build_api_client(settings), settings.field_manager), settings, metrics)
+    kube = KubeClient(build_api_client(settings), settings.field_manager)
+    missing = missing_peerings(kube, settings)
+    if missing:
+        print(f"error: --peering needs {', '.join(missing)} (and Kopf's kopf.dev CRDs); create them", file=sys.stderr)
+        return 2
+    op = Operator(kube, settings, metrics)
+    metrics.track(lambda: len(op.locks) + len(op.seen))
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_via_client)  # a private registry has no default login
     register_all(registry, op)
@@ -72,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         liveness_endpoint=settings.liveness_endpoint or None,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        priority=settings.priority,
+        priority=peering_priority(settings),
     )
     return 0
 

@@ -106,6 +106,10 @@ class KubeClient:
         result: dict[str, Any] = json.loads(data)
         return result
 
+    def read(self, path: str) -> dict[str, Any] | None:
+        """GET an API path (e.g. of a kind this module has no plural for); None when it does not exist."""
+        return self._request("GET", path)
+
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         return self._request("GET", resource_path(api_version, kind, namespace, name))

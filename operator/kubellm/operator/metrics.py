@@ -1,16 +1,18 @@
 """Operator metrics: reconciles, errors, durations and writes per kind, in one registry.
 
 Labels are bounded: ``kind`` is one of the three custom resource kinds, ``child`` one of the
-child kinds the builders produce, ``outcome`` one of ``ok``/``waiting``/``error``.
+child kinds the builders produce, ``outcome`` one of ``ok``/``waiting``/``error``. Two gauges
+watch the process itself: passes in flight, and the objects it keeps per-object memory for
+(which must drop back when those objects are deleted).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = ["OperatorMetrics"]
 
@@ -43,6 +45,19 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
+        self.in_flight = Gauge(
+            "kubellm_operator_reconciles_in_flight", "Reconcile passes running now.", ["kind"], registry=self.registry
+        )
+        self.tracked = Gauge(
+            "kubellm_operator_tracked_objects",
+            "Objects the operator keeps per-object memory for (owner locks, child versions).",
+            registry=self.registry,
+        )
+
+    def track(self, count: Callable[[], float]) -> None:
+        """Report ``count()`` as the number of tracked objects at each scrape."""
+        self.tracked.set_function(count)
+
     def serve(self, port: int) -> None:
         """Expose the metrics over HTTP on ``port``."""
         start_http_server(port, registry=self.registry)
@@ -55,6 +70,7 @@ class OperatorMetrics:
     def reconciling(self, kind: str) -> Iterator[None]:
         """Time a reconcile pass and count its outcome; exceptions propagate."""
         started = time.perf_counter()
+        self.in_flight.labels(kind=kind).inc()
         try:
             yield
         except Exception:
@@ -64,4 +80,5 @@ class OperatorMetrics:
         else:
             self.reconciles.labels(kind=kind, outcome="ok").inc()
         finally:
+            self.in_flight.labels(kind=kind).dec()
             self.duration.labels(kind=kind).observe(time.perf_counter() - started)

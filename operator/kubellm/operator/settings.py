@@ -4,9 +4,16 @@ Every field can be set by a command-line flag (``--wait-seconds``) or an environ
 (``KUBELLM_OPERATOR_WAIT_SECONDS``); flags win. Nothing is parsed at import time.
 
 Peering (several operator replicas): by default the operator runs ``standalone`` (one replica,
-Deployment strategy ``Recreate``). To run several replicas, pass ``--peering NAME`` and give
-each replica a distinct ``--priority``; Kopf then lets only the highest-priority replica act
-(it needs the ``kopf.dev`` peering CRDs installed, which the RBAC rules already allow).
+Deployment strategy ``Recreate``). To run several replicas, pass ``--peering NAME``: Kopf then
+lets only the live replica with the highest ``--priority`` act; the others stand by with their
+watches closed and take over once its keep-alive record in the peering object is older than
+``--peering-lifetime`` seconds (at once when it exits cleanly). Replicas of one Deployment
+share their flags, and Kopf pauses *every* replica when two have the same priority, so an
+unset priority is a random one per process. Kopf has no per-object locks: for one moment when
+a higher-priority replica starts, both may act; applies are idempotent, so at worst one pass
+runs twice. It needs the ``kopf.dev`` peering CRDs and the peering object (a ``KopfPeering``
+in each watched namespace, or a ``ClusterKopfPeering`` when cluster-wide): the operator refuses
+to start without it, since Kopf would otherwise wait silently forever.
 """
 
 from __future__ import annotations
@@ -50,7 +57,12 @@ class OperatorSettings(BaseModel):
     client_timeout: float = Field(default=330.0, gt=0, description="Client-side cut-off of a stalled watch.")
     connect_timeout: float = Field(default=30.0, gt=0, description="TCP connect timeout of watches.")
     peering: str | None = Field(default=None, description="Kopf peering name; None runs standalone.")
-    priority: int = Field(default=0, description="Kopf peering priority of this replica.")
+    priority: int | None = Field(
+        default=None, description="Kopf peering priority of this replica; unset: a random one (distinct per replica)."
+    )
+    peering_lifetime: int = Field(
+        default=60, ge=2, description="Seconds a replica's keep-alive is trusted; then a crashed leader is replaced."
+    )
 
     @property
     def clusterwide(self) -> bool:
@@ -71,6 +83,7 @@ _FLAGS: dict[str, type] = {
     "connect_timeout": float,
     "peering": str,
     "priority": int,
+    "peering_lifetime": int,
 }
 
 

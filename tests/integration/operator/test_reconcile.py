@@ -3,8 +3,8 @@
 Each example reaches its terminal/Ready state with the spec's values in its children; a
 ModelDeployment waits for its FineTuneJob, or says why its pods do not run; children are
 restored, updated in place and garbage-collected; an unchanged object costs 0 writes on a
-re-run; a SIGKILL in the middle of reconciling 20 resources leaves 0 duplicated and 0
-orphaned children.
+re-run. (Kills, API server restarts, two replicas, conflicting writers and create/delete
+churn are in ``tests/reliability/test_operator_*.py``.)
 
 PromptExperiment results: kwok runs no code, so the test plays the runtime's part of the
 report channel (see :mod:`kubellm.operator.manifests.reporting`): it merge-patches
@@ -15,9 +15,6 @@ narrowly-scoped ServiceAccount.
 from __future__ import annotations
 
 import json
-import signal
-import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -25,14 +22,13 @@ import yaml
 
 from tests.api_cases import EXAMPLES, load_example
 from tests.harness.cluster import Cluster
-from tests.integration.operator.conftest import StartOperator
-from tests.integration.operator.helpers import get_json, wait_for
+from tests.harness.operator_fixtures import StartOperator
+from tests.harness.operator_process import CHILD_KINDS, MANAGED, condition, get_json, settled, wait_for
+from tests.harness.operator_process import model_deployment as _model_deployment
 
 pytestmark = pytest.mark.integration
 
 IMAGE = "ghcr.io/kubellm/runtime:0.1.0"
-MANAGED = "app.kubernetes.io/managed-by=kubellm-operator"
-CHILD_KINDS = "configmaps,deployments,services,jobs,horizontalpodautoscalers,serviceaccounts,roles,rolebindings"
 RESULT = {
     "winner": "few-shot",
     "summary": "few-shot beats zero-shot on score by 0.38 (p=0.004)",
@@ -46,19 +42,12 @@ RESULT = {
 }
 
 
-def _condition(obj: dict[str, Any], kind: str) -> tuple[str, str] | None:
-    for condition in obj.get("status", {}).get("conditions", []):
-        if condition["type"] == kind:
-            return condition["status"], condition["reason"]
-    return None
-
-
 def _wait_condition(
     cluster: Cluster, ns: str, resource: str, kind: str, status: str, *, timeout: float = 60
 ) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         obj = get_json(cluster, "-n", ns, resource)
-        found = _condition(obj, kind)
+        found = condition(obj, kind)
         return obj if found and found[0] == status else None
 
     return wait_for(f"{resource} {kind}={status}", probe, timeout=timeout)
@@ -89,7 +78,7 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
     # The ModelDeployment comes first: it must wait, saying why.
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "modeldeployment.yaml"))
     waiting = _wait_condition(cluster, ns, "mdep/tiny-llama", "Ready", "False")
-    assert _condition(waiting, "Ready") == ("False", "WaitingForFineTuneJob")
+    assert condition(waiting, "Ready") == ("False", "WaitingForFineTuneJob")
     assert _get(cluster, ns, "deploy/tiny-llama") is None
 
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "finetunejob.yaml"))
@@ -131,36 +120,12 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
     patch = json.dumps({"data": {"result.json": json.dumps(RESULT), "report.md": "# prompt-styles\n"}})
     cluster.kubectl("patch", "-n", ns, "cm/prompt-styles-report", "--type=merge", "-p", patch)
     pexp = _wait_condition(cluster, ns, "pexp/prompt-styles", "Ready", "True")
-    assert _condition(pexp, "Ready") == ("True", "WinnerDeclared")
+    assert condition(pexp, "Ready") == ("True", "WinnerDeclared")
     assert pexp["status"]["winner"] == "few-shot"
     assert pexp["status"]["results"][1]["metrics"][0]["mean"] == 0.88
     assert pexp["status"]["reportConfigMap"] == "prompt-styles-report"
     reasons = {e["reason"] for e in get_json(cluster, "-n", ns, "events")["items"]}
     assert {"TrainingComplete", "ReplicasReady", "WinnerDeclared"} <= reasons
-
-
-def _model_deployment(name: str, quantization: str = "none") -> dict[str, Any]:
-    return {
-        "apiVersion": "kubellm.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": "dummy://llama?hidden_size=64&num_hidden_layers=2&seed=1"},
-            "serving": {"quantization": quantization},
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-        },
-    }
-
-
-def _settled(process: Any, seconds: float = 2.0) -> float:
-    """Wait until the operator's write count stays put for ``seconds``; return it."""
-    last, since = process.writes(), time.monotonic()
-    while time.monotonic() - since < seconds:
-        time.sleep(0.25)
-        now = process.writes()
-        if now != last:
-            last, since = now, time.monotonic()
-    return float(last)
 
 
 def _versions(cluster: Cluster, ns: str) -> dict[str, str]:
@@ -178,17 +143,17 @@ def test_drift_spec_change_rerun_and_garbage_collection(
     _apply(cluster, ns, _model_deployment("srv"), hungry)
     _wait_condition(cluster, ns, "mdep/srv", "Ready", "True")
     degraded = _wait_condition(cluster, ns, "mdep/hungry", "Degraded", "True")
-    assert _condition(degraded, "Degraded") == ("True", "Unschedulable")
+    assert condition(degraded, "Degraded") == ("True", "Unschedulable")
     assert degraded["status"]["phase"] == "Degraded"
     cluster.kubectl("delete", "-n", ns, "mdep/hungry", "--wait=true")
-    _settled(operator)
+    settled(operator)
 
     # Re-run on an unchanged object: a fresh operator reconciles everything again (resume + child events).
     before = _versions(cluster, ns)
     cr_version = get_json(cluster, "-n", ns, "mdep/srv")["metadata"]["resourceVersion"]
     operator.stop()
     operator = start_operator()
-    writes = _settled(operator, 3.0)
+    writes = settled(operator, 3.0)
     after = _versions(cluster, ns)
     changed = sorted(k for k in before if after.get(k) != before[k])
     cr_changed = get_json(cluster, "-n", ns, "mdep/srv")["metadata"]["resourceVersion"] != cr_version
@@ -235,58 +200,3 @@ def test_drift_spec_change_rerun_and_garbage_collection(
         lambda: not get_json(cluster, "-n", ns, CHILD_KINDS, "-l", MANAGED)["items"],
         timeout=60,
     )
-
-
-def _census(cluster: Cluster, ns: str) -> tuple[int, int, int, int]:
-    """(children, duplicated, orphaned, missing) of the operator's direct children in ``ns``.
-
-    Duplicated: more than one child of a kind for one owner; orphaned: a child whose controller
-    owner is not a live ModelDeployment; missing: an owner lacking one of its children.
-    """
-    owners = {o["metadata"]["uid"] for o in get_json(cluster, "-n", ns, "mdep")["items"]}
-    children = get_json(cluster, "-n", ns, "configmaps,deployments,services", "-l", MANAGED)["items"]
-    per_owner: Counter[tuple[str, str]] = Counter()
-    for child in children:
-        refs = [r["uid"] for r in child["metadata"].get("ownerReferences", []) if r.get("controller")]
-        per_owner[child["kind"], refs[0] if refs else "none"] += 1
-    duplicated = sum(n - 1 for n in per_owner.values() if n > 1)
-    orphaned = sum(n for (_, uid), n in per_owner.items() if uid not in owners)
-    missing = sum(1 for uid in owners for kind in ("ConfigMap", "Deployment", "Service") if per_owner[kind, uid] == 0)
-    return len(children), duplicated, orphaned, missing
-
-
-def _extra_replica_sets(cluster: Cluster, ns: str) -> int:
-    """ReplicaSets beyond one per Deployment (a rollout the operator caused would show here)."""
-    per_deployment = Counter(
-        ref["uid"]
-        for rs in get_json(cluster, "-n", ns, "replicasets")["items"]
-        for ref in rs["metadata"]["ownerReferences"]
-    )
-    return sum(n - 1 for n in per_deployment.values())
-
-
-def test_kill_during_reconcile_leaves_no_duplicates_or_orphans(
-    crds: Cluster, namespace: str, start_operator: StartOperator
-) -> None:
-    cluster, ns, count = crds, namespace, 20
-    operator = start_operator("--workers", "1")  # one handler thread: the kill lands mid-way
-    _apply(cluster, ns, *(_model_deployment(f"m{i:02d}") for i in range(count)))
-    wait_for(
-        "the first Deployments", lambda: len(get_json(cluster, "-n", ns, "deployments")["items"]) >= 2, interval=0.05
-    )
-    operator.stop(signal.SIGKILL)
-    at_kill = len(get_json(cluster, "-n", ns, "deployments")["items"])
-    start_operator()
-
-    def all_ready() -> bool:
-        items = get_json(cluster, "-n", ns, "mdep")["items"]
-        return sum(_condition(i, "Ready") == ("True", "ReplicasReady") for i in items) == count
-
-    wait_for(f"{count} ModelDeployments Ready", all_ready, timeout=120)
-    children, duplicated, orphaned, missing = _census(cluster, ns)
-    print(
-        f"\n[kill-restart] {count} ModelDeployments, SIGKILL with {at_kill}/{count} Deployments created; "
-        f"after restart: {children} children, duplicated={duplicated}, orphaned={orphaned}, missing={missing}; "
-        f"extra ReplicaSets: {_extra_replica_sets(cluster, ns)}"
-    )
-    assert (duplicated, orphaned, missing) == (0, 0, 0)

@@ -22,8 +22,8 @@ from kubellm.runtime.experiments.results import ExperimentResult
 from kubellm.runtime.reporting import ThrottledStatus, reporter_from_env
 from tests.api_cases import load_example
 from tests.harness.cluster import Cluster
-from tests.integration.operator.conftest import StartOperator
-from tests.integration.operator.helpers import wait_for
+from tests.harness.operator_fixtures import StartOperator
+from tests.harness.operator_process import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -52,19 +52,41 @@ CHILD_RESOURCES = (
 """Kinds whose changes trigger the owner's reconcile (not the report ServiceAccount and RBAC).
 
 Pods are grandchildren: a ModelDeployment's pods tell why its replicas are not ready."""
+WATCHED_KINDS = frozenset({"ConfigMap", "Service", "Deployment", "Job", "HorizontalPodAutoscaler"})
+"""Child kinds the watch above sees: only their versions are remembered (a deletion forgets them)."""
 POD_OWNER_LABEL = "kubellm.io/modeldeployment"
 
 
 class OwnerLocks:
-    """One lock per custom resource: its change handlers and child events never reconcile it at once."""
+    """One lock per custom resource: its change handlers and child events never reconcile it at once.
+
+    A lock lives only while someone holds or waits for it, so deleted resources leave nothing
+    behind in a long-running operator.
+    """
 
     def __init__(self) -> None:
         self._guard = threading.Lock()
-        self._locks: dict[str, threading.RLock] = {}
+        self._locks: dict[str, tuple[threading.RLock, int]] = {}
 
-    def __call__(self, uid: str) -> threading.RLock:
+    @contextlib.contextmanager
+    def __call__(self, uid: str) -> Iterator[None]:
         with self._guard:
-            return self._locks.setdefault(uid, threading.RLock())
+            lock, users = self._locks.get(uid, (threading.RLock(), 0))
+            self._locks[uid] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._locks[uid]
+                if users == 1:
+                    del self._locks[uid]
+                else:
+                    self._locks[uid] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._locks)
 
 
 class SeenVersions:
@@ -92,6 +114,10 @@ class SeenVersions:
     def forget(self, obj: Mapping[str, Any]) -> None:
         with self._guard:
             self._versions.pop(obj.get("metadata", {}).get("uid", ""), None)
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._versions)
 
 
 @dataclass(frozen=True)
@@ -148,7 +174,8 @@ def ensure_children(
 
     for child in children:
         obj = op.kube.ensure(child, on_write=count, likely_absent=first_pass)
-        op.seen.record(obj)
+        if child["kind"] in WATCHED_KINDS:
+            op.seen.record(obj)
         live[child["kind"], child["metadata"]["name"]] = obj
     return live
 
