@@ -31,12 +31,13 @@ from typing import Any
 from benchmarks.figures import Check, FamilyResult, Plot, RunOptions, Table, Target, ratio
 
 MODEL = (
-    "dummy://llama?hidden_size=768&intermediate_size=2048&num_hidden_layers=4"
+    "dummy://llama?hidden_size=768&intermediate_size=2048&num_hidden_layers=2"
     "&num_attention_heads=12&vocab_size=2048&max_position_embeddings=256&seed=0"
 )
 BATCH_SIZE = 4
 DATASET = "dummy://instructions?rows=512&seed=0"
 WARMUP_STEPS = 3
+MAX_SEQ_LENGTH = 64
 STEPS = 15
 ROUNDS = 1
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,12 @@ def _folder_bytes(folder: Path) -> int:
 def _job(method: str, steps: int) -> Any:
     from kubellm.runtime.training.job import TrainJob  # noqa: PLC0415
 
-    training: dict[str, Any] = {"method": method, "maxSteps": steps, "batchSize": BATCH_SIZE, "maxSeqLength": 128}
+    training: dict[str, Any] = {
+        "method": method,
+        "maxSteps": steps,
+        "batchSize": BATCH_SIZE,
+        "maxSeqLength": MAX_SEQ_LENGTH,
+    }
     if method == "lora":
         training["lora"] = {"rank": 8, "alpha": 16}
     return TrainJob.model_validate(
@@ -145,6 +151,7 @@ def _check(
         "full fine-tuning",
         float(full[key]) * scale,
         unit,
+        ours_name="LoRA",
     )
 
 
@@ -160,6 +167,7 @@ def _checks(full: dict[str, Any], lora: dict[str, Any]) -> list[Check]:
             "full fine-tuning",
             float(full["trainable"]),
             "parameters",
+            ours_name="LoRA",
         ),
         _check(
             "LoRA / full median step time", full, lora, "stepSeconds", target=Target(0.9, at_least=False), unit="ms"
@@ -198,7 +206,7 @@ def run(options: RunOptions) -> FamilyResult:
         title="Training: LoRA vs full fine-tuning",
         workload=(
             f"`{MODEL}` ({int(full['total']) / 1e6:.1f}M parameters), dataset `{DATASET}`, batch {BATCH_SIZE}, "
-            f"sequences up to 128 tokens, {steps} optimizer steps per method (median step time after "
+            f"sequences up to {MAX_SEQ_LENGTH} tokens, {steps} optimizer steps per method (median step time after "
             f"{WARMUP_STEPS} warm-up steps), LoRA rank 8 alpha 16 on the default target modules, each run in its "
             f"own process ({rounds} alternating round(s), the fastest kept), {options.threads} torch thread(s), CPU. "
             "Training memory is the peak resident memory above the process's footprint after imports."
