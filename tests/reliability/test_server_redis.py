@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from tests.harness.cluster import free_port
 from tests.harness.redis import running_redis
 from tests.reliability.conftest import RecordFigure
 from tests.reliability.test_server_harness import AREA, NAME, server_settings, serving
@@ -90,3 +91,14 @@ def test_no_request_fails_while_redis_dies_and_hits_resume_when_it_returns(figur
 def _kill(process: subprocess.Popen[bytes]) -> None:
     process.kill()  # SIGKILL: no goodbye to clients
     process.wait(timeout=10)
+
+
+def test_no_request_fails_when_redis_is_never_reachable(figure: RecordFigure) -> None:
+    unreachable = f"redis://127.0.0.1:{free_port()}/0"
+    body = {"model": NAME, "prompt": "no redis", "max_tokens": 2, "temperature": 0}
+    with serving(server_settings(unreachable)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        statuses = [client.post("/v1/completions", json=body).status_code for _ in range(5)]
+        errors = server.metric("llm_cache_errors_total")
+    failed = sum(status != 200 for status in statuses)
+    figure(AREA, "Redis unreachable from the start: failed requests (of 5)", failed, target="0", ok=failed == 0)
+    assert failed == 0 and errors >= 1, (statuses, errors)

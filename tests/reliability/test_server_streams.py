@@ -100,8 +100,7 @@ def _leftovers(server: RunningServer) -> dict[str, float]:
 
 
 def test_streams_end_with_done_and_aborted_streams_free_their_slots(figure: RecordFigure) -> None:
-    limits = {"max_concurrent": CLIENTS, "max_batch_size": CLIENTS, "max_queue": CLIENTS}
-    with serving(server_settings(**limits)) as server:
+    with serving(server_settings(max_concurrent=CLIENTS, max_batch_size=CLIENTS, max_queue=CLIENTS)) as server:
         started = time.perf_counter()
         problems = asyncio.run(_all_streams(server.url))
         seconds = time.perf_counter() - started

@@ -7,6 +7,7 @@ Handlers parse, hand the request to :class:`~.service.GenerationService`, and sh
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -179,10 +180,14 @@ async def chat_completions(body: ChatRequest, request: Request, state: State, te
     default_max_tokens = min(DEFAULT_CHAT_MAX_TOKENS, state.settings.serving.limits.max_tokens)
     max_tokens = requested if requested is not None else default_max_tokens
     messages = body.message_dicts()
-    prompt = service.engine.render_chat(messages)
     sampling = body.sampling(max_tokens)
-    job = service.build_job("chat", body.model, [prompt], sampling, n=body.n, cache_fields={"messages": messages})
+    render = functools.partial(_render_chat, service, messages)
+    job = service.build_job("chat", body.model, render, sampling, n=body.n, cache_fields={"messages": messages})
     return await _answer(service, job, _CHAT, request, tenant=tenant, stream=body.stream, usage=body.include_usage())
+
+
+def _render_chat(service: GenerationService, messages: list[dict[str, str]]) -> list[str]:
+    return [service.engine.render_chat(messages)]
 
 
 @router.post("/generate")
@@ -205,6 +210,7 @@ async def _result(
     if cached is not None:
         service.metrics.count_response(job.model, 200)
         return cached, "hit"
+    job = service.tokenized(job)
     with service.admitted(), service.metrics.track_request(job.model):
         result = await service.generate(job)
     await service.remember(key, result)
@@ -232,6 +238,7 @@ async def _answer(
     if cached is not None:
         events = _cached_stream(job, shape, cached, usage)
     else:
+        job = service.tokenized(job)
         release = service.enter_slot()
         events = _live_stream(service, job, shape, key=key, include_usage=usage, release=release)
     service.metrics.count_response(job.model, 200)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -39,20 +41,26 @@ RETRY_AFTER_SECONDS = 1
 
 @dataclass(frozen=True)
 class GenerationJob:
-    """A validated request: which model, which prompts, how to sample, how many choices each."""
+    """A validated request: which model, which prompts, how to sample, how many choices each.
+
+    The prompt text is rendered and tokenized only on a cache miss (:meth:`GenerationService.tokenized`):
+    a hit is looked up by the request's fields and never needs it.
+    """
 
     kind: JobKind
     model: str
     adapter: str | None
-    prompt_ids: list[list[int]]
+    render: Callable[[], list[str]]
+    prompt_count: int
     params: SamplingParams
     n: int
     cache_fields: dict[str, Any]
+    prompt_ids: list[list[int]] = field(default_factory=list)
 
     @property
     def choices(self) -> int:
         """Sequences to generate: ``n`` per prompt."""
-        return self.n * len(self.prompt_ids)
+        return self.n * self.prompt_count
 
     @property
     def prompt_tokens(self) -> int:
@@ -175,26 +183,35 @@ class GenerationService:
         self,
         kind: JobKind,
         model: str,
-        prompts: list[str],
+        prompts: list[str] | Callable[[], list[str]],
         params: SamplingParams,
         *,
         n: int,
         cache_fields: dict[str, Any],
+        prompt_count: int = 1,
     ) -> GenerationJob:
-        """Validate and tokenize a request."""
+        """Validate a request; ``prompts`` may be a function that renders them (``prompt_count`` of them)."""
         adapter = self.adapter_for(model)
-        self.check_limits(params.max_tokens, n, len(prompts))
-        prompt_ids = [self.engine.encode(prompt) for prompt in prompts]
-        param = "messages" if kind == "chat" else "prompt"
+        render = prompts if callable(prompts) else functools.partial(list, prompts)
+        count = prompt_count if callable(prompts) else len(prompts)
+        self.check_limits(params.max_tokens, n, count)
+        info = self.engine.info
+        fields = {**cache_fields, "endpoint": kind, "model": model, "adapter": adapter, "uri": info.uri}
+        fields |= {"revision": info.revision, "params": _params_fields(params), "n": n}
+        return GenerationJob(kind, model, adapter, render, count, params, n, fields)
+
+    def tokenized(self, job: GenerationJob) -> GenerationJob:
+        """The job with its prompts tokenized and their lengths checked (InvalidRequestError if too long)."""
+        if job.prompt_ids:
+            return job
+        prompt_ids = [self.engine.encode(prompt) for prompt in job.render()]
+        param = "messages" if job.kind == "chat" else "prompt"
         for ids in prompt_ids:
             if not ids:
                 raise InvalidRequestError("the prompt is empty", param=param)
             self.check_prompt_length(len(ids), param)
-            self.engine.check_fits(len(ids), params.max_tokens)
-        info = self.engine.info
-        fields = {**cache_fields, "endpoint": kind, "model": model, "adapter": adapter, "uri": info.uri}
-        fields |= {"revision": info.revision, "params": _params_fields(params), "n": n}
-        return GenerationJob(kind, model, adapter, prompt_ids, params, n, fields)
+            self.engine.check_fits(len(ids), job.params.max_tokens)
+        return dataclasses.replace(job, prompt_ids=prompt_ids, prompt_count=len(prompt_ids))
 
     # --- cache -------------------------------------------------------------------------------
 
@@ -241,6 +258,7 @@ class GenerationService:
 
     async def events(self, job: GenerationJob) -> AsyncGenerator[tuple[int, SequenceEvent]]:
         """(choice index, event) as tokens arrive; cancels the sequences if the consumer stops early."""
+        assert job.prompt_ids, "tokenize the job first (GenerationService.tokenized)"
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, SequenceEvent]] = asyncio.Queue()
         sequences = [

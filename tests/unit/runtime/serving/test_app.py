@@ -111,6 +111,9 @@ def test_n_choices_and_the_original_generate(client: TestClient) -> None:
         ({**GREEDY, "model": "other"}, 404, "model"),
         ({"model": SERVED_NAME}, 400, "prompt"),
         ({**GREEDY, "temperature": "hot"}, 400, "temperature"),
+        ({**GREEDY, "seed": 10**30}, 400, "seed"),
+        ({**GREEDY, "prompt": "x" * 600}, 400, "prompt"),
+        ({**GREEDY, "prompt": ["ok", 7]}, 400, "prompt"),
     ],
 )
 def test_bad_requests_get_their_status_and_an_openai_error(
@@ -179,3 +182,53 @@ def test_a_request_past_its_timeout_is_cancelled_with_503(make_client: ClientFac
         assert response.status_code == 503
         assert response.headers["retry-after"] == "1"
         assert "timed out" in response.json()["error"]["message"]
+
+
+def test_a_huge_negative_or_wrapping_seed_still_samples(client: TestClient) -> None:
+    for seed in (-(2**63), 2**63 - 1):
+        body = {**GREEDY, "temperature": 1.0, "seed": seed, "n": 2}
+        assert client.post("/v1/completions", json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(b'{"model": "tiny", "prompt": ', "not valid JSON"), (b'{"model": "tiny", "prompt": "\xff\xfe"}', "UTF-8")],
+)
+def test_undecodable_bodies_are_400_with_a_clear_message(client: TestClient, content: bytes, says: str) -> None:
+    response = client.post("/v1/completions", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert says in response.json()["error"]["message"]
+
+
+def test_a_configured_prompt_cap_is_400_on_the_prompt(make_client: ClientFactory) -> None:
+    with make_client(max_prompt_tokens=10) as client:
+        response = client.post("/v1/completions", json={**GREEDY, "prompt": "x" * 11})
+        chat = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "x" * 50}], "max_tokens": 2}
+        chat_response = client.post("/v1/chat/completions", json=chat)
+        assert client.post("/v1/completions", json={**GREEDY, "prompt": "x" * 10}).status_code == 200
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "prompt"
+    assert "at most 10" in response.json()["error"]["message"]
+    assert (chat_response.status_code, chat_response.json()["error"]["param"]) == (400, "messages")
+
+
+def test_a_cache_hit_skips_rendering_and_tokenizing(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    chat = {**GREEDY, "messages": [{"role": "user", "content": "Hi"}]}
+    client.post("/v1/completions", json=GREEDY)
+    client.post("/v1/chat/completions", json=chat)
+    engine = client.app.state.kubellm.service.engine  # type: ignore[attr-defined]
+
+    def fail(*_: object) -> None:
+        raise AssertionError("a hit must not need the prompt's tokens")
+
+    monkeypatch.setattr(engine, "encode", fail)
+    monkeypatch.setattr(engine, "render_chat", fail)
+    assert client.post("/v1/completions", json=GREEDY).headers["x-kubellm-cache"] == "hit"
+    assert client.post("/v1/chat/completions", json=chat).headers["x-kubellm-cache"] == "hit"
+
+
+def test_the_openapi_documents_the_error_statuses_answered(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/v1/completions"]["post"]
+    assert {"400", "401", "404", "413", "429", "503"} <= operation["responses"].keys()
+    assert "422" not in operation["responses"]
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
