@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -36,7 +37,15 @@ import yaml
 
 from tests.harness.pki import Pki, make_pki, write_kubeconfig
 
-__all__ = ["Cluster", "ClusterError", "binaries_dir", "free_port", "running_cluster", "start_cluster"]
+__all__ = [
+    "Cluster",
+    "ClusterError",
+    "binaries_dir",
+    "free_port",
+    "restart_components",
+    "running_cluster",
+    "start_cluster",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKDIR_PREFIX = "kubellm-cluster-"
@@ -102,6 +111,9 @@ class Component:
     log: Path
     # Kept so the child is reaped by its owner (and Popen does not warn that it still runs).
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
+    # How it was started, so it can be started again the same way (same ports, same data).
+    args: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    detach: bool = field(default=False, repr=False, compare=False)
 
 
 @dataclass
@@ -177,7 +189,8 @@ def _spawn(cluster: Cluster, name: str, args: Sequence[str], *, detach: bool) ->
             preexec_fn=None if detach else _die_with_parent,  # noqa: PLW1509
             cwd=cluster.workdir,
         )
-    cluster.components.append(Component(name=name, pid=proc.pid, log=log, process=proc))
+    component = Component(name=name, pid=proc.pid, log=log, process=proc, args=tuple(args), detach=detach)
+    cluster.components.append(component)
 
 
 def _wait(what: str, probe: Callable[[], bool], cluster: Cluster, timeout: float) -> None:
@@ -426,6 +439,43 @@ def stop_cluster(cluster: Cluster, *, keep_logs: bool = False) -> None:
         print(f"[cluster] logs kept in {cluster.workdir / 'logs'}", file=sys.stderr)
     else:
         shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return bool(resp.status == 200)
+
+
+def _readyz(cluster: Cluster) -> bool:
+    return cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0
+
+
+def restart_components(
+    cluster: Cluster, names: Sequence[str] = ("etcd", "kube-apiserver"), *, down_seconds: float = 0.0
+) -> float:
+    """Stop components (SIGTERM, then SIGKILL after 10 s) and start them again, in ``names`` order.
+
+    They come back on the same ports with the same data (etcd's data folder), as after a crash
+    or an upgrade of a control-plane node; the other components and clients keep running and
+    must reconnect. Waits for etcd's health and the API server's ``/readyz``; returns the seconds
+    from the stop until the API server was ready again.
+    """
+    stopping = [c for c in reversed(cluster.components) if c.name in names]
+    started = time.monotonic()
+    for comp in stopping:
+        _kill_group(comp.pid, signal.SIGTERM)
+        if _reap([comp], timeout=10):
+            _kill_group(comp.pid, signal.SIGKILL)
+            _reap([comp], timeout=5)
+        cluster.components.remove(comp)
+    time.sleep(down_seconds)
+    for comp in reversed(stopping):
+        _spawn(cluster, comp.name, comp.args, detach=comp.detach)
+        if comp.name == "etcd":
+            health = next(a.split("=", 1)[1] for a in comp.args if a.startswith("--listen-client-urls=")) + "/health"
+            _wait("etcd", functools.partial(_http_ok, health), cluster, 60)
+    _wait("kube-apiserver /readyz", lambda: _readyz(cluster), cluster, 120)
+    return time.monotonic() - started
 
 
 @contextmanager

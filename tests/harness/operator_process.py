@@ -279,9 +279,18 @@ class OperatorProcess:
         """The sum of every sample of ``metric`` (all label values)."""
         return sum(v for k, v in self.metrics().items() if k.partition("{")[0] == metric)
 
-    def writes(self) -> float:
-        """Writes the operator made so far (child applies and status patches)."""
-        return self.total("kubellm_operator_writes_total")
+    def writes(self, child: str | None = None) -> float:
+        """Writes the operator made so far (child applies and status patches), or those of one child kind."""
+        if child is None:
+            return self.total("kubellm_operator_writes_total")
+        label = f'child="{child}"'
+        return sum(
+            v for k, v in self.metrics().items() if k.startswith("kubellm_operator_writes_total{") and label in k
+        )
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.process is not None and self.process.poll() is None
 
     def tail(self, lines: int = 60) -> str:
         """The end of its log."""
