@@ -72,7 +72,7 @@ def test_make_quickstart_trains_serves_and_experiments_from_a_clean_checkout(tmp
     assert "data quality passed: 512 rows read" in out
     losses = re.search(r"training loss (\d+\.\d+) -> (\d+\.\d+)", out)
     assert losses is not None and float(losses[2]) < float(losses[1])
-    assert re.search(r"^tiny-llama-lora\s+True\s+Completed\s", out, re.M)
+    assert re.search(r"^tiny-llama-lora\s+True\s+TrainingComplete\s", out, re.M)
     assert (checkout / ".kubellm/pvc/kubellm-models/tiny-llama-lora/adapter_config.json").is_file()
 
     # 2. serve: ready, a request, the same request from the cache, the metrics
@@ -108,7 +108,7 @@ def test_a_failing_resource_stops_the_run_with_its_reason_and_log(tmp_path: Path
     )
     assert result.returncode == 1, result.stdout[-2000:]
     assert "data quality FAILED" in result.stdout
-    assert "FineTuneJob tiny-llama-lora failed: DataQualityFailed" in result.stderr
+    assert "FineTuneJob tiny-llama-lora failed: DataQualityCheckFailed" in result.stderr
     assert "last log lines:" in result.stderr
     assert "Traceback" not in result.stderr
     assert _leftovers(str(tmp_path / "state")) == []
