@@ -415,7 +415,9 @@ NAMESPACED_KINDS = (
 
 
 @pytest.fixture(scope="module")
-def operator_run(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorRun]:
+def operator_run(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, token_training: TokenTraining
+) -> Iterator[OperatorRun]:
     """The operator, cluster-wide with peering, through ``kubectl proxy``, over the examples' life cycle."""
     folder, ns = tmp_path_factory.mktemp("security"), f"security-{os.getpid()}"
     apply_crds(cluster)
@@ -476,13 +478,13 @@ def test_rbac_grants_exactly_what_the_operator_uses(operator_run: OperatorRun, f
 
 
 def test_credentials_never_appear_in_logs_status_events_or_configmaps(
-    operator_run: OperatorRun, tmp_path: Path, figure: RecordFigure
+    operator_run: OperatorRun, token_training: TokenTraining, tmp_path: Path, figure: RecordFigure
 ) -> None:
     hits = {
         "operator log": operator_run.operator_log.count(CANARY),
         "objects of the namespace (status, events, ConfigMaps, children)": operator_run.objects.count(CANARY),
     }
-    hits |= _runtime_hits(tmp_path)
+    hits |= _runtime_hits(token_training, tmp_path)
     total = sum(hits.values())
     print(f"\n[security] canary hits: {hits}")
     figure("security", "credential canary hits (operator, objects, runtime output)", total, "0", total == 0)
@@ -491,23 +493,41 @@ def test_credentials_never_appear_in_logs_status_events_or_configmaps(
     assert total == 0, hits
 
 
-def _runtime_hits(tmp_path: Path) -> dict[str, int]:
-    """Canary hits in what ``kubellm train`` and ``kubellm experiment`` print and write while holding it."""
-    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "KUBELLM_TERMINATION_LOG": str(tmp_path / "termination")}
-    train_config = tmp_path / "gated.yaml"
+@dataclass
+class TokenTraining:
+    """``kubellm train`` holding a canary Hub token, on a gated ``hf://`` model it cannot fetch offline."""
+
+    folder: Path
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture(scope="module")
+def token_training(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenTraining]:
+    """Started before the operator run, so its model loading overlaps the wait on the control plane."""
+    folder = tmp_path_factory.mktemp("token-training")
     spec = {
         "baseModel": {"uri": "hf://org/gated-model", "tokenSecretRef": CREDENTIALS},
         "dataset": {"uri": "dummy://instructions?rows=64&seed=1"},
         "training": {"method": "full", "maxSteps": 2},
     }
-    train_config.write_text(yaml.safe_dump({"kind": "FineTuneJob", "metadata": {"name": "gated"}, "spec": spec}))
-    train = subprocess.Popen(
-        [str(KUBELLM), "train", "--config", str(train_config), "--output", str(tmp_path / "train")],
+    config = folder / "gated.yaml"
+    config.write_text(yaml.safe_dump({"kind": "FineTuneJob", "metadata": {"name": "gated"}, "spec": spec}))
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "KUBELLM_TERMINATION_LOG": str(folder / "termination")}
+    process = subprocess.Popen(
+        [str(KUBELLM), "train", "--config", str(config), "--output", str(folder / "out")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **env, "HF_TOKEN": HUB_TOKEN},
     )
+    yield TokenTraining(folder, process)
+    if process.poll() is None:
+        process.kill()
+    process.communicate(timeout=30)
+
+
+def _runtime_hits(training: TokenTraining, tmp_path: Path) -> dict[str, int]:
+    """Canary hits in what ``kubellm train`` and ``kubellm experiment`` print and write while holding it."""
     printed: list[str] = []
     for name, endpoint in (("accepted", Endpoint(api_key=API_KEY)), ("echoed", Endpoint(api_key="other", echo=True))):
         with serve_endpoint(endpoint):
@@ -516,9 +536,10 @@ def _runtime_hits(tmp_path: Path) -> dict[str, int]:
             printed += experiment.communicate(timeout=120)
         assert experiment.returncode == (0 if name == "accepted" else 1), printed[-1]
         assert endpoint.answered if name == "accepted" else endpoint.refused[401], name
-    printed += train.communicate(timeout=180)
-    assert train.returncode == 2 and "gated-model" in printed[-1], printed[-1]
-    written = "".join(p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+    printed += training.process.communicate(timeout=180)
+    assert training.process.returncode == 2 and "gated-model" in printed[-1], printed[-1]
+    files = [p for folder in (tmp_path, training.folder) for p in folder.rglob("*") if p.is_file()]
+    written = "".join(p.read_text(errors="replace") for p in files)
     return {"runtime output (stdout, stderr)": "".join(printed).count(CANARY), "runtime files": written.count(CANARY)}
 
 
