@@ -2,8 +2,9 @@
 
 Capacity is measured first (closed loop, as many clients as the server generates for at once);
 then requests arrive open-loop at twice that rate for a bounded time. Admitted requests must
-succeed, the rest must be turned away cleanly, and the server must serve normally afterwards
-with every request place given back.
+succeed, the rest must be turned away cleanly, the server must never hold more requests than
+its places, and it must serve normally afterwards with every place given back. (How many are
+turned away is reported, not asserted: on a shared machine the capacity itself moves.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from dataclasses import dataclass
 import httpx
 
 from tests.reliability.conftest import RecordFigure
-from tests.reliability.test_server_harness import AREA, NAME, NO_CACHE, engine_for, server_settings, serving
+from tests.reliability.test_server_harness import (
+    AREA,
+    NAME,
+    NO_CACHE,
+    RunningServer,
+    engine_for,
+    server_settings,
+    serving,
+)
 
 # A somewhat larger model than the other checks, so the client side stays cheap next to generation.
 MODEL = "dummy://llama?hidden_size=128&num_hidden_layers=4&num_attention_heads=4&seed=2"
@@ -65,16 +74,27 @@ async def _capacity(url: str) -> float:
         return done / (time.perf_counter() - started)
 
 
-async def _overload(url: str, rate: float) -> list[Answer]:
-    """Open-loop arrivals at ``rate`` per second for OVERLOAD_SECONDS."""
+async def _overload(server: RunningServer, rate: float) -> tuple[list[Answer], int]:
+    """Open-loop arrivals at ``rate`` per second for OVERLOAD_SECONDS; the answers and the peak places held."""
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, server.in_flight())
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         started = time.perf_counter()
         tasks = []
         for index in range(int(rate * OVERLOAD_SECONDS)):
             await asyncio.sleep(max(0.0, started + index / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(_send(client, url, index)))
-        return list(await asyncio.gather(*tasks))
+            tasks.append(asyncio.create_task(_send(client, server.url, index)))
+        answers = list(await asyncio.gather(*tasks))
+    watcher.cancel()
+    return answers, peak
 
 
 def _p99(values: list[float]) -> float:
@@ -86,7 +106,7 @@ def test_twice_the_capacity_gets_only_429_or_503_and_no_crash(figure: RecordFigu
     settings = settings.model_copy(update={"model": MODEL})
     with serving(settings, engine_for(MODEL)) as server:
         capacity = asyncio.run(_capacity(server.url))
-        answers = asyncio.run(_overload(server.url, 2 * capacity))
+        answers, peak = asyncio.run(_overload(server, 2 * capacity))
         after = httpx.post(f"{server.url}/v1/completions", json=_body(-1), headers=NO_CACHE, timeout=60)
         health = httpx.get(f"{server.url}/health", timeout=10)
         places_left = server.in_flight()
@@ -98,7 +118,15 @@ def test_twice_the_capacity_gets_only_429_or_503_and_no_crash(figure: RecordFigu
     print(f"statuses at {2 * capacity:.1f} requests/s: {dict(statuses)}")
     figure(AREA, "measured capacity (requests/s)", round(capacity, 1))
     figure(AREA, "2x capacity: answers other than 200/429/503", sum(unexpected.values()), target="0", ok=not unexpected)
-    figure(AREA, "2x capacity: share turned away (429/503)", f"{len(turned_away) / len(answers):.0%}", target="> 0")
+    figure(AREA, "2x capacity: share turned away (429/503)", f"{len(turned_away) / len(answers):.0%}")
+    places = CONCURRENT + QUEUE
+    figure(
+        AREA,
+        f"2x capacity: peak requests admitted (of {places} places)",
+        peak,
+        target=f"<= {places}",
+        ok=peak <= places,
+    )
     figure(
         AREA, "2x capacity: 429/503 without Retry-After", without_retry_after, target="0", ok=not without_retry_after
     )
@@ -106,6 +134,6 @@ def test_twice_the_capacity_gets_only_429_or_503_and_no_crash(figure: RecordFigu
     ok_after = after.status_code == 200 and health.status_code == 200 and places_left == 0
     figure(AREA, "2x capacity: serves normally afterwards, places freed", ok_after, target="True", ok=ok_after)
     assert not unexpected, unexpected
-    assert turned_away, "twice the capacity was never turned away: the admission limit does not hold"
+    assert peak <= places, "more requests were admitted than the server has places for"
     assert without_retry_after == 0
     assert ok_after, (after.status_code, health.status_code, places_left)
