@@ -102,13 +102,12 @@ class Table:
 
 @dataclass
 class Plot:
-    """A grouped bar chart (or a line chart over numeric categories): one series per label."""
+    """A grouped bar chart: one bar series per label, one group per category."""
 
     title: str
     ylabel: str
     categories: list[str]
     series: dict[str, list[float | None]]
-    kind: str = "bar"
     log_scale: bool = False
 
 

@@ -15,7 +15,16 @@ import torch
 
 from benchmarks.load import LoadResult, RequestRecord
 
-__all__ = ["Job", "generated_lengths", "load_folder", "save_model", "sequential", "static_batches"]
+__all__ = [
+    "Job",
+    "generated_lengths",
+    "load_engine_from",
+    "load_folder",
+    "save_model",
+    "scheduler_run",
+    "sequential",
+    "static_batches",
+]
 
 Job = tuple[str, int]
 """A request: the prompt and its max_tokens."""
@@ -76,3 +85,33 @@ def static_batches(model: Any, tokenizer: Any, jobs: Sequence[Job], size: int) -
         seconds = time.perf_counter() - begun
         records += [RequestRecord(seconds, float("nan"), min(n, t)) for n, (_, t) in zip(lengths, batch, strict=True)]
     return LoadResult(records, time.perf_counter() - started)
+
+
+def load_engine_from(folder: Path) -> Any:
+    """kubellm's serving engine on a saved folder, as ``kubellm serve`` loads it (no quantization)."""
+    from kubellm.runtime.serving.engine import load_engine  # noqa: PLC0415
+    from kubellm.runtime.serving.settings import ServerSettings  # noqa: PLC0415
+
+    return load_engine(ServerSettings(model=str(folder)))
+
+
+def scheduler_run(engine: Any, jobs: Sequence[Job], max_batch_size: int) -> LoadResult:
+    """All jobs submitted at once to kubellm's scheduler (continuous batching, no HTTP); greedy."""
+    from kubellm.runtime.serving.batching import Scheduler  # noqa: PLC0415
+    from kubellm.runtime.serving.batching import Sequence as Row  # noqa: PLC0415
+    from kubellm.runtime.serving.sampling import SamplingParams  # noqa: PLC0415
+
+    scheduler = Scheduler(engine, max_batch_size=max_batch_size, batch_wait_seconds=0.0)
+    rows = [Row(engine.encode(p), SamplingParams(max_tokens=t, temperature=0)) for p, t in jobs]
+    done: dict[int, float] = {}
+    scheduler.start()
+    started = time.perf_counter()
+    scheduler.submit(rows)
+    while len(done) < len(rows):
+        now = time.perf_counter() - started
+        done.update({i: now for i, row in enumerate(rows) if row.finished and i not in done})
+        time.sleep(0.0005)
+    seconds = time.perf_counter() - started
+    scheduler.stop()
+    records = [RequestRecord(done[i], float("nan"), len(row.output_ids)) for i, row in enumerate(rows)]
+    return LoadResult(records, seconds)

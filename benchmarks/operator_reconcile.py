@@ -164,16 +164,7 @@ def _checks(figures: OperatorFigures, quick: bool) -> list[Check]:
             "s",
             None if quick else Target(120.0, at_least=False),
         ),
-        Check(
-            f"operator RSS at rest after the load (MiB, then {figures.rest_seconds:.0f} s later)",
-            figures.rss_later,
-            "MiB",
-            None,
-            figures.rss_later,
-            "itself earlier",
-            figures.rss_first,
-            "MiB",
-        ),
+        Check("operator RSS at rest after the load", figures.rss_later, "MiB"),
         Check(
             f"operator RSS growth over {figures.rest_seconds:.0f} s at rest (flat: <= 5%)",
             growth,

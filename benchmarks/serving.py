@@ -17,7 +17,15 @@ from pathlib import Path
 import httpx
 
 from benchmarks.figures import Check, FamilyResult, Plot, RunOptions, Table, Target, ratio
-from benchmarks.inprocess import Job, load_folder, save_model, sequential, static_batches
+from benchmarks.inprocess import (
+    Job,
+    load_engine_from,
+    load_folder,
+    save_model,
+    scheduler_run,
+    sequential,
+    static_batches,
+)
 from benchmarks.load import LoadResult, run_load
 from benchmarks.processes import ServerFailedError, free_port, kubellm_serve, running_server, venv_tool
 
@@ -34,6 +42,7 @@ TS_DEFAULT = "transformers serve"
 TS_CB = "transformers serve --continuous-batching"
 SEQUENTIAL = "in-process generate, sequential"
 STATIC = "in-process generate, static batch"
+ENGINE = "kubellm engine in-process (no HTTP)"
 VARIABLE = "variable lengths"
 
 
@@ -130,11 +139,15 @@ def _measure_in_process(folder: Path, loads: list[Workload]) -> Measured:
     fixed = [load for load in loads if not load.name.startswith(VARIABLE)]
     widest = max(fixed, key=lambda load: load.clients)
     one_at_a_time = sequential(model, tokenizer, widest.jobs[:8])  # independent of the client count
-    measured: Measured = {SEQUENTIAL: {}, STATIC: {}}
+    measured: Measured = {SEQUENTIAL: {}, STATIC: {}, ENGINE: {}}
     for load in loads:
         is_fixed = load in fixed
         measured[SEQUENTIAL][load.name] = one_at_a_time if is_fixed else sequential(model, tokenizer, load.jobs)
         measured[STATIC][load.name] = static_batches(model, tokenizer, load.jobs, load.clients)
+    engine = load_engine_from(folder)
+    scheduler_run(engine, loads[-1].jobs[:4], 4)  # warm-up
+    for load in loads:
+        measured[ENGINE][load.name] = scheduler_run(engine, load.jobs, load.clients)
     return measured
 
 
@@ -197,12 +210,13 @@ def _checks(measured: Measured, loads: list[Workload], quick: bool) -> list[Chec
         _ratio_check(measured, headline, STATIC, None),
         _ratio_check(measured, varied, TS_CB, None),
         _ratio_check(measured, varied, STATIC, None),
+        _ratio_check(measured, headline, ENGINE, None),
     ]
 
 
 def _plots(measured: Measured, loads: list[Workload]) -> list[Plot]:
     names = [load.name for load in loads]
-    peers = [*(peer.name for peer in PEERS), SEQUENTIAL, STATIC]
+    peers = [*(peer.name for peer in PEERS), SEQUENTIAL, STATIC, ENGINE]
     throughput = {peer: [_tps(measured, peer, name) for name in names] for peer in peers}
 
     def ttft(peer: str, name: str) -> float | None:
