@@ -231,6 +231,16 @@ def test_every_pod_passes_restricted_pod_security(
     assert len(pods) - chart == 6 and chart >= 3
 
 
+def test_controllers_create_the_operators_pods_in_a_restricted_namespace(
+    operator_run: OperatorRun, figure: RecordFigure
+) -> None:
+    pods = [item for item in json.loads(operator_run.objects)["items"] if item["kind"] == "Pod"]
+    owners = sorted({ref["kind"] for pod in pods for ref in pod["metadata"].get("ownerReferences", [])})
+    print(f"\n[security] {len(pods)} pods admitted under enforce=restricted, made by {owners}")
+    figure("security", "operator workload pods admitted under enforce=restricted", len(pods), ">= 4", len(pods) >= 4)
+    assert len(pods) >= 4 and owners == ["Job", "ReplicaSet"], owners  # 3 Jobs (2 trainings, 1 experiment), 1 server
+
+
 # --- 2. RBAC against the requests the operator makes ------------------------------------------------
 
 Permission = tuple[str, str, str]  # (API group, resource[/subresource], verb)
@@ -425,7 +435,9 @@ def operator_run(
     cluster.kubectl("wait", "--for=condition=established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s")
     peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}}
     cluster.kubectl("apply", "-f", "-", input=json.dumps(peering))
-    cluster.kubectl("create", "namespace", ns)
+    # Restricted here too: the pods the Job and Deployment controllers make are admitted for real.
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": RESTRICTED}}
+    cluster.kubectl("create", "-f", "-", input=json.dumps(namespace))
     cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=60s")
     port, proxy_log = free_port(), folder / "proxy.log"
     proxy = _proxy(cluster, operator_kubeconfig(cluster, folder / "operator-account"), port, proxy_log)
