@@ -4,8 +4,9 @@ The endpoint is a small OpenAI-compatible server on loopback (the runner's behav
 tested, not a model's): it counts every request that reaches it and stamps each answer with a
 key of the request (a hash of prompt and seed), so a resumed run's requests can be matched
 against the answers the killed run had already written to ``requests.jsonl``. When flapping,
-it answers a fixed share of attempts with 503 (half of them with ``Retry-After: 0``, half
-without, as a load balancer with no ready backend would), at most twice per request.
+it fails a fixed share of attempts, at most twice per request, the ways a restarting backend
+behind a load balancer does: 503 without ``Retry-After``, 503 with ``Retry-After: 0``, or the
+connection closed without an answer.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from tests.reliability.conftest import RecordFigure
 KUBELLM = Path(sys.executable).with_name("kubellm")
 KEY = re.compile(r"\[ref ([0-9a-f]{12})\]")
 QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")
+DROPPED = 0  # the status of an attempt answered by closing the connection
 
 
 @dataclass
@@ -53,8 +55,8 @@ class Endpoint:
     url: str = ""
 
     def failures_for(self, key: str) -> int:
-        """How many attempts of this request get a 503 (0, 1 or 2; the same on every run)."""
-        return int(key, 16) % 3 if self.flap else 0
+        """How many attempts of this request fail (0, 1 or 2; the same on every run)."""
+        return int(key[:6], 16) % 3 if self.flap else 0
 
     def handle(self, body: dict[str, Any], authorization: str) -> tuple[int, dict[str, str], dict[str, Any]]:
         prompt = "\n".join(message["content"] for message in body["messages"])
@@ -65,7 +67,8 @@ class Endpoint:
         if self.api_key is not None and authorization != f"Bearer {self.api_key}":
             return self._refuse(401, {}, f"invalid credentials {authorization!r}" if self.echo else "bad API key")
         if attempt < self.failures_for(key):
-            return self._refuse(503, {"Retry-After": "0"} if attempt % 2 else {}, "no ready backend")
+            way = (int(key[6:], 16) + attempt) % 3  # 0: dropped, 1: 503, 2: 503 + Retry-After
+            return self._refuse(503 if way else DROPPED, {"Retry-After": "0"} if way == 2 else {}, "no backend")
         time.sleep(self.delay_seconds)
         question = QUESTION.search(prompt)
         answer = str(int(question.group(1)) + int(question.group(2))) if question else "?"
@@ -94,7 +97,11 @@ def _handler(endpoint: Endpoint) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
             with endpoint.lock:
                 endpoint.bodies.append(raw)
-            self._send(*endpoint.handle(json.loads(raw), self.headers.get("Authorization", "")))
+            status, headers, payload = endpoint.handle(json.loads(raw), self.headers.get("Authorization", ""))
+            if status == DROPPED:
+                self.close_connection = True  # no answer at all: the client sees the connection close
+                return
+            self._send(status, headers, payload)
 
         def _send(self, status: int, headers: dict[str, str], payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
@@ -238,12 +245,12 @@ def test_flapping_endpoint_is_retried_and_the_experiment_completes(
     assert process.returncode == 0, err
     result = json.loads((output / "result.json").read_text())
     errors = sum(r["errors"] for r in result["results"])
-    refused = endpoint.refused[503]
-    share = refused / len(endpoint.requests)
-    print(f"\n[experiment] {refused} of {len(endpoint.requests)} attempts got 503; {errors} requests failed")
-    figure("experiments", "503 share of attempts while flapping", f"{share:.0%}")
+    refused, dropped = endpoint.refused[503], endpoint.refused[DROPPED]
+    attempts = len(endpoint.requests)
+    print(f"\n[experiment] of {attempts} attempts {refused} got 503, {dropped} were dropped; {errors} requests failed")
+    figure("experiments", "failed attempts while flapping (503 / dropped)", f"{refused} / {dropped} of {attempts}")
     figure("experiments", "requests failed under a flapping endpoint", errors, "0", errors == 0)
     figure("experiments", "flapping run wall time (s)", time.monotonic() - started)
-    assert refused >= rows  # the flapping was real
+    assert refused >= rows and dropped >= rows // 2  # the flapping was real
     assert errors == 0 and result["progress"]["completed"] == total
     assert len(endpoint.answered) == len(set(endpoint.answered)) == total
