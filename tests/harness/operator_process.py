@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -251,6 +252,17 @@ class OperatorProcess:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body) of Kopf's liveness endpoint (its probes' results; 0 when unreachable)."""
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status), dict(json.loads(response.read() or b"{}"))
+        except urllib.error.HTTPError as error:
+            return int(error.code), {}
+        except OSError:
+            return 0, {}
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """Stop it (SIGTERM lets Kopf finish; SIGKILL simulates a crash) and reap it."""

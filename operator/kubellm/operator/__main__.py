@@ -8,10 +8,16 @@ Several replicas (``--peering NAME``) use Kopf's peering: only the live replica 
 highest priority acts, the others stand by and take over when its keep-alive expires (see
 :mod:`kubellm.operator.settings`). The peering object must exist before the operator starts:
 without it Kopf would stay paused, healthy-looking and idle, so :func:`main` exits instead.
+
+API outages: Kopf retries a failing request (a watch's too) along :func:`retry_backoffs`,
+``--api-retry-seconds`` in all (10 minutes by default; Kopf's own budget is under a minute,
+and a restarted API server answers 403 until its RBAC cache is warm). A watch that still gives
+up stops the whole operator (Kopf escalates it), so the kubelet restarts it: never a silent stall.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 from collections.abc import Sequence
@@ -25,7 +31,7 @@ from kubellm.operator.k8s import KubeClient
 from kubellm.operator.metrics import OperatorMetrics
 from kubellm.operator.settings import OperatorSettings, parse_settings
 
-__all__ = ["build_kopf_settings", "main", "missing_peerings", "peering_priority"]
+__all__ = ["build_kopf_settings", "main", "missing_peerings", "peering_priority", "retry_backoffs"]
 
 STATE_PREFIX = "kubellm.io"
 
@@ -41,12 +47,23 @@ def build_api_client(settings: OperatorSettings) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+def retry_backoffs(budget: float) -> tuple[float, ...]:
+    """Delays between retries of a failing API request: growing to 30 s, ``budget`` seconds in all (pure)."""
+    delays: list[float] = []
+    for delay in itertools.chain((1, 1, 2, 3, 5, 8, 13, 21), itertools.repeat(30)):
+        if sum(delays) >= budget:
+            return tuple(delays)
+        delays.append(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     """Kopf's settings: watch timeouts, workers, where Kopf keeps its state, what it posts."""
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.watching.server_timeout = settings.server_timeout
     kopf_settings.watching.client_timeout = settings.client_timeout
     kopf_settings.watching.connect_timeout = settings.connect_timeout
+    kopf_settings.networking.error_backoffs = retry_backoffs(settings.api_retry_seconds)
     kopf_settings.execution.max_workers = settings.workers
     kopf_settings.peering.lifetime = settings.peering_lifetime
     # Named namespaces need no namespace scanning (only glob patterns do), and the RBAC rules

@@ -56,6 +56,9 @@ class OperatorSettings(BaseModel):
     server_timeout: int = Field(default=300, gt=0, description="Watch duration the API server is asked for.")
     client_timeout: float = Field(default=330.0, gt=0, description="Client-side cut-off of a stalled watch.")
     connect_timeout: float = Field(default=30.0, gt=0, description="TCP connect timeout of watches.")
+    api_retry_seconds: float = Field(
+        default=600.0, gt=0, description="How long a failing API request (a watch too) is retried before giving up."
+    )
     peering: str | None = Field(default=None, description="Kopf peering name; None runs standalone.")
     priority: int | None = Field(
         default=None, description="Kopf peering priority of this replica; unset: a random one (distinct per replica)."
@@ -81,6 +84,7 @@ _FLAGS: dict[str, type] = {
     "server_timeout": int,
     "client_timeout": float,
     "connect_timeout": float,
+    "api_retry_seconds": float,
     "peering": str,
     "priority": int,
     "peering_lifetime": int,
