@@ -110,3 +110,12 @@ def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.Monkey
     monkeypatch.setenv("KUBELLM_TORCH_THREADS", "3")
     assert command.build_settings(_args("--model", "dummy://llama")).torch_threads == 3
     assert command.build_settings(_args("--model", "dummy://llama", "--torch-threads", "1")).torch_threads == 1
+
+
+def test_the_prompt_cap_comes_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert command.build_settings(_args("--model", "dummy://llama")).max_prompt_tokens is None
+    assert (
+        command.build_settings(_args("--model", "dummy://llama", "--max-prompt-tokens", "300")).max_prompt_tokens == 300
+    )
+    monkeypatch.setenv("KUBELLM_MAX_PROMPT_TOKENS", "200")
+    assert command.build_settings(_args("--model", "dummy://llama")).max_prompt_tokens == 200
