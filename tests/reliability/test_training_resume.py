@@ -35,13 +35,18 @@ class _Run:
         command = [str(KUBELLM), "train", "--config", str(config), "--output", str(output)]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.events: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.errors: list[str] = []
+        self._readers = [threading.Thread(target=self._read, args=(err,), daemon=True) for err in (False, True)]
+        for reader in self._readers:
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            if line.startswith("{"):
+    def _read(self, stderr: bool) -> None:
+        stream = self.process.stderr if stderr else self.process.stdout
+        assert stream is not None
+        for line in stream:
+            if stderr:
+                self.errors.append(line)
+            elif line.startswith("{") and line.endswith("}\n"):  # not a line the SIGKILL cut short
                 self.events.append(json.loads(line))
 
     def steps(self, event: str) -> list[int]:
@@ -49,10 +54,14 @@ class _Run:
         return [e["step"] for e in list(self.events) if e["event"] == event and e.get("step") is not None]
 
     def finish(self, timeout: float) -> str:
-        """Wait for the exit; stderr."""
-        _, err = self.process.communicate(timeout=timeout)
-        self._reader.join(timeout=10)
-        return err
+        """Wait for the exit and the last lines (the readers own the pipes); stderr."""
+        self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        for stream in (self.process.stdout, self.process.stderr):
+            assert stream is not None
+            stream.close()
+        return "".join(self.errors)
 
 
 def _config(tmp_path: Path) -> Path:
