@@ -3,9 +3,10 @@
 1. Every pod the operator creates (its pure builders, on the examples and on specs with GPUs,
    PVCs and secrets) and every pod template the chart renders is admitted by the API server's
    own Pod Security admission in a namespace enforcing "restricted" (server-side dry-run).
-2. The operator's RBAC (``rbac.yaml``) is exactly what it uses: the operator runs cluster-wide,
-   with Kopf peering, through ``kubectl proxy`` under its ServiceAccount, while the examples go
-   through their life cycle (optional children added and removed, a child deleted and restored);
+2. The operator's RBAC (``rbac.yaml``) is exactly what it uses: the operator runs watching one
+   namespace, then cluster-wide, each time with Kopf peering, through ``kubectl proxy`` under its
+   ServiceAccount, while the examples go through their life cycle (optional children added and
+   removed, a child deleted and restored);
    every API request it makes is turned into (group, resource, verb) as the API server's
    authorizer sees it, and compared with the rules. Extra or missing permissions fail.
 3. Credentials never show: a Secret holding a canary Hub token and API key is referenced by the
@@ -41,9 +42,10 @@ from kubellm.operator.manifests import finetunejob, modeldeployment, promptexper
 from kubellm.operator.manifests.common import Owner
 from tests.api_cases import EXAMPLES, load_example, merge_patch
 from tests.harness.cluster import Cluster, binaries_dir, free_port
-from tests.integration.operator.helpers import (
+from tests.harness.operator_process import (
     OperatorProcess,
     apply_crds,
+    apply_peering_crds,
     get_json,
     operator_kubeconfig,
     wait_for,
@@ -246,13 +248,10 @@ def test_controllers_create_the_operators_pods_in_a_restricted_namespace(
 Permission = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 _PROXY_LINE = re.compile(r'"Response" verb="(\w+)" url="([^"]+)" status="(\d+)')
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
-# Permissions a single run cannot exercise, inferred from the same code path it does exercise:
-# a ServiceMonitor is an optional child handled exactly like an Ingress (this control plane has
-# no Prometheus Operator CRD), and namespaced peering is Kopf's cluster peering in a namespace.
-_SAME_PATH_AS = {
-    ("monitoring.coreos.com", "servicemonitors"): ("networking.k8s.io", "ingresses"),
-    ("kopf.dev", "kopfpeerings"): ("kopf.dev", "clusterkopfpeerings"),
-}
+# A permission the run cannot exercise, inferred from the same code path it does exercise: a
+# ServiceMonitor is an optional child handled exactly like an Ingress, and this control plane
+# has no Prometheus Operator CRD (installing one would change what other tests see).
+_SAME_PATH_AS = {("monitoring.coreos.com", "servicemonitors"): ("networking.k8s.io", "ingresses")}
 
 
 @dataclass(frozen=True)
@@ -318,33 +317,6 @@ def _custom_plurals() -> list[str]:
     return [info.plural for info in api.KINDS]
 
 
-_OPEN = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-PEERING_CRDS = [  # as Kopf documents them
-    {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev"},
-        "spec": {
-            "group": "kopf.dev",
-            "scope": scope,
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"status": _OPEN}}},
-                }
-            ],
-        },
-    }
-    for kind, plural, scope in (
-        ("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
-        ("KopfPeering", "kopfpeerings", "Namespaced"),
-    )
-]
-
-
 @dataclass
 class OperatorRun:
     """What one operator run over the examples left behind."""
@@ -372,17 +344,23 @@ def _absent(cluster: Cluster, ns: str, resource: str) -> bool:
     return cluster.kubectl("get", "-n", ns, resource, check=False).returncode != 0
 
 
-def _examples_life_cycle(cluster: Cluster, ns: str) -> None:
-    """The examples with credentials by reference, through their life cycle; optional children on and off."""
+def _trainings(cluster: Cluster, ns: str) -> None:
+    """The FineTuneJob example and a gated-model one holding a Hub token by reference, to Succeeded."""
     tokens = [f"--from-literal=token={HUB_TOKEN}", f"--from-literal=api-key={API_KEY}"]
     cluster.kubectl("create", "secret", "generic", "model-credentials", "-n", ns, *tokens)
     documents = list(yaml.safe_load_all((EXAMPLES / "finetunejob.yaml").read_text()))
     gated = merge_patch(load_example("finetunejob"), {"metadata": {"name": "gated"}})
     gated["spec"]["baseModel"] = {"uri": "hf://org/gated-model", "tokenSecretRef": CREDENTIALS}
+    _apply(cluster, ns, *documents, gated)
+    _condition(cluster, ns, "ftj/gated", "Succeeded", "True")
+    _condition(cluster, ns, "ftj/tiny-llama-lora", "Succeeded", "True")
+
+
+def _serving_and_experiment(cluster: Cluster, ns: str) -> None:
+    """The other examples with API keys by reference; optional children on and off, a child deleted."""
     server = load_example("modeldeployment")
     server["spec"] |= {"apiKeySecretRef": API_KEY_REF, "ingress": {"host": "llm.example.com"}}
-    _apply(cluster, ns, *documents, gated, server)
-    _condition(cluster, ns, "ftj/gated", "Succeeded", "True")
+    _apply(cluster, ns, server)
     _condition(cluster, ns, "mdep/tiny-llama", "Ready", "True")
     experiment = load_example("promptexperiment")
     experiment["spec"]["target"]["apiKeySecretRef"] = API_KEY_REF
@@ -428,20 +406,49 @@ NAMESPACED_KINDS = (
 def operator_run(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, token_training: TokenTraining
 ) -> Iterator[OperatorRun]:
-    """The operator, cluster-wide with peering, through ``kubectl proxy``, over the examples' life cycle."""
+    """The operator through ``kubectl proxy`` in both modes, each with peering, over the examples' life cycle.
+
+    Watching one namespace (``KopfPeering``) it runs the trainings; then cluster-wide
+    (``ClusterKopfPeering``) the serving and the experiment.
+    """
     folder, ns = tmp_path_factory.mktemp("security"), f"security-{os.getpid()}"
     apply_crds(cluster)
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(PEERING_CRDS))
-    cluster.kubectl("wait", "--for=condition=established", "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s")
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(peering))
+    apply_peering_crds(cluster)
     # Restricted here too: the pods the Job and Deployment controllers make are admitted for real.
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": RESTRICTED}}
     cluster.kubectl("create", "-f", "-", input=json.dumps(namespace))
     cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=60s")
+    peerings = [
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING, "namespace": ns}},
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}},
+    ]
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": peerings}))
     port, proxy_log = free_port(), folder / "proxy.log"
     proxy = _proxy(cluster, operator_kubeconfig(cluster, folder / "operator-account"), port, proxy_log)
-    proxied = {
+    kubeconfig = _proxied_kubeconfig(folder / "kubeconfig", port)
+    logs = [folder / "operator-namespaced.log", folder / "operator-cluster-wide.log"]
+    try:
+        for log, scope, phase in ((logs[0], [ns], _trainings), (logs[1], [], _serving_and_experiment)):
+            operator = OperatorProcess(kubeconfig, log, scope, *FAST, "--peering", PEERING)
+            try:
+                operator.start()
+                phase(cluster, ns)
+                time.sleep(1.0)  # let the last reconciles finish
+            finally:
+                operator.stop(signal.SIGTERM)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+    requests = [ApiRequest(match[1], match[2], int(match[3])) for match in _PROXY_LINE.finditer(proxy_log.read_text())]
+    objects = cluster.kubectl("get", NAMESPACED_KINDS, "-n", ns, "-o", "json").stdout
+    yield OperatorRun(ns, requests, "".join(log.read_text(errors="replace") for log in logs), objects)
+    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    cluster.kubectl("delete", "clusterkopfpeering", PEERING, "--wait=false", check=False)
+
+
+def _proxied_kubeconfig(path: Path, port: int) -> Path:
+    """A kubeconfig for ``kubectl proxy`` on ``port``, which adds the credentials itself."""
+    config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "proxy", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
@@ -449,21 +456,8 @@ def operator_run(
         "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
         "current-context": "proxy",
     }
-    (folder / "kubeconfig").write_text(yaml.safe_dump(proxied))
-    operator = OperatorProcess(folder / "kubeconfig", folder / "operator.log", [], *FAST, "--peering", PEERING)
-    try:
-        operator.start()
-        _examples_life_cycle(cluster, ns)
-        time.sleep(1.0)  # let the last reconciles finish
-    finally:
-        operator.stop(signal.SIGTERM)
-        proxy.terminate()
-        proxy.wait(timeout=10)
-    requests = [ApiRequest(match[1], match[2], int(match[3])) for match in _PROXY_LINE.finditer(proxy_log.read_text())]
-    objects = cluster.kubectl("get", NAMESPACED_KINDS, "-n", ns, "-o", "json").stdout
-    yield OperatorRun(ns, requests, operator.log.read_text(errors="replace"), objects)
-    cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    cluster.kubectl("delete", "clusterkopfpeering", PEERING, "--wait=false", check=False)
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def test_requests_map_to_the_permissions_the_authorizer_checks() -> None:
@@ -503,7 +497,7 @@ def test_rbac_grants_exactly_what_the_operator_uses(operator_run: OperatorRun, f
     extra, missing = sorted(granted - required), sorted(required - granted)
     print(f"\n[security] {len(requests)} API requests need {sorted(required)}")
     print(f"[security] extra {extra}; missing {missing}; denied {denied[:5]}")
-    figure("security", "operator API requests recorded (cluster-wide, peering)", len(requests))
+    figure("security", "operator API requests recorded (namespaced + cluster-wide, peering)", len(requests))
     figure("security", "RBAC permissions granted but unused", len(extra), "0", not extra)
     figure(
         "security", "RBAC permissions used but not granted", len(missing) + len(denied), "0", not missing and not denied
