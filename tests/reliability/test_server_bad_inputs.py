@@ -7,8 +7,10 @@ wrong API key, a prompt longer than the model's context or the configured prompt
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,3 +158,38 @@ def test_memory_stays_flat_over_many_bad_requests(server: RunningServer, figure:
         ok=growth_mib < 25,
     )
     assert growth_mib < 25
+
+
+def test_a_megabyte_prompt_is_refused_fast_and_never_stalls_the_server(figure: RecordFigure) -> None:
+    huge = _completion(prompt="hello world " * 75_000)  # 0.9 MB of text, 300k tokens
+    settings = server_settings(max_request_bytes=2 * 2**20)
+    with serving(settings) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        refused, health = asyncio.run(_huge_prompts_and_health(server.url, huge))
+        after = client.post("/v1/completions", content=_completion(), headers=JSON)
+    figure(AREA, "1 MB prompt: slowest 400 of 4 at once (s)", round(refused, 3), target="< 2", ok=refused < 2)
+    figure(AREA, "1 MB prompts: slowest /health meanwhile (s)", round(health, 3), target="< 1", ok=health < 1)
+    assert refused < 2 and health < 1, (refused, health)  # tokenizing it all took seconds on the event loop
+    assert after.status_code == 200
+
+
+async def _huge_prompts_and_health(url: str, body: bytes) -> tuple[float, float]:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def refuse() -> float:
+            started = time.perf_counter()
+            response = await client.post("/v1/completions", content=body, headers=JSON)
+            assert response.status_code == 400 and "shorten the prompt" in response.text, response.text[:200]
+            return time.perf_counter() - started
+
+        async def probe(until: asyncio.Future[list[float]]) -> float:
+            slowest = 0.0
+            while not until.done():
+                started = time.perf_counter()
+                assert (await client.get("/health")).status_code == 200
+                slowest = max(slowest, time.perf_counter() - started)
+                await asyncio.sleep(0.01)
+            return slowest
+
+        refusals = asyncio.gather(*(refuse() for _ in range(4)))
+        health = await probe(refusals)
+        return max(await refusals), health

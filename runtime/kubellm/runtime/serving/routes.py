@@ -210,7 +210,7 @@ async def _result(
     if cached is not None:
         service.metrics.count_response(job.model, 200)
         return cached, "hit"
-    job = service.tokenized(job)
+    job = await service.tokenized(job)
     with service.admitted(), service.metrics.track_request(job.model):
         result = await service.generate(job)
     await service.remember(key, result)
@@ -238,7 +238,7 @@ async def _answer(
     if cached is not None:
         events = _cached_stream(job, shape, cached, usage)
     else:
-        job = service.tokenized(job)
+        job = await service.tokenized(job)
         release = service.enter_slot()
         events = _live_stream(service, job, shape, key=key, include_usage=usage, release=release)
     service.metrics.count_response(job.model, 200)

@@ -36,6 +36,10 @@ from kubellm.runtime.serving.settings import ServerSettings
 __all__ = ["Choice", "GenerationJob", "GenerationResult", "GenerationService", "JobKind"]
 
 JobKind = Literal["completion", "chat", "generate"]
+_TOKENIZE_INLINE_CHARS = 4096
+"""Prompts longer than this (in characters) are tokenized on a worker thread."""
+_PREFIX_CHARS_PER_TOKEN = 8
+_PREFIX_MARGIN_TOKENS = 64
 RETRY_AFTER_SECONDS = 1
 
 
@@ -168,14 +172,19 @@ class GenerationService:
             message = f"a request may carry 1 to {limits.max_batch_size} prompts, got {prompts}"
             raise InvalidRequestError(message, param="prompt")
 
-    def check_prompt_length(self, prompt_tokens: int, param: str = "prompt") -> None:
-        """The prompt alone within the configured cap and short enough to leave room for one new token."""
+    def prompt_cap(self) -> int:
+        """Most prompt tokens accepted: the configured cap, and room for one new token in the context."""
         context = self.engine.max_positions
-        cap = min(context - 1, self.settings.max_prompt_tokens or context)
+        return min(context - 1, self.settings.max_prompt_tokens or context)
+
+    def check_prompt_length(self, prompt_tokens: int, param: str = "prompt", *, at_least: bool = False) -> None:
+        """The prompt within :meth:`prompt_cap`; ``at_least``: the count is a lower bound."""
+        cap = self.prompt_cap()
         if prompt_tokens > cap:
+            counted = f"more than {cap}" if at_least else str(prompt_tokens)
             raise InvalidRequestError(
-                f"the prompt has {prompt_tokens} tokens; this server accepts at most {cap} "
-                f"(the model's context is {context} tokens): shorten the prompt",
+                f"the prompt has {counted} tokens; this server accepts at most {cap} "
+                f"(the model's context is {self.engine.max_positions} tokens): shorten the prompt",
                 param=param,
             )
 
@@ -200,18 +209,36 @@ class GenerationService:
         fields |= {"revision": info.revision, "params": _params_fields(params), "n": n}
         return GenerationJob(kind, model, adapter, render, count, params, n, fields)
 
-    def tokenized(self, job: GenerationJob) -> GenerationJob:
-        """The job with its prompts tokenized and their lengths checked (InvalidRequestError if too long)."""
+    async def tokenized(self, job: GenerationJob) -> GenerationJob:
+        """The job with its prompts tokenized and their lengths checked (InvalidRequestError if too long).
+
+        A prompt far past the cap is refused after tokenizing only its start; long prompts are
+        tokenized on a worker thread, so a megabyte of text never stalls the event loop.
+        """
         if job.prompt_ids:
             return job
-        prompt_ids = [self.engine.encode(prompt) for prompt in job.render()]
+        prompts = job.render()
         param = "messages" if job.kind == "chat" else "prompt"
+        for prompt in prompts:
+            self._refuse_far_too_long(prompt, param)
+        if sum(len(prompt) for prompt in prompts) > _TOKENIZE_INLINE_CHARS:
+            prompt_ids = await asyncio.to_thread(lambda: [self.engine.encode(prompt) for prompt in prompts])
+        else:
+            prompt_ids = [self.engine.encode(prompt) for prompt in prompts]
         for ids in prompt_ids:
             if not ids:
                 raise InvalidRequestError("the prompt is empty", param=param)
             self.check_prompt_length(len(ids), param)
             self.engine.check_fits(len(ids), job.params.max_tokens)
         return dataclasses.replace(job, prompt_ids=prompt_ids, prompt_count=len(prompt_ids))
+
+    def _refuse_far_too_long(self, prompt: str, param: str) -> None:
+        """Refuse a prompt whose start alone is well past the cap (cutting text never adds many tokens)."""
+        window = (self.prompt_cap() + _PREFIX_MARGIN_TOKENS) * _PREFIX_CHARS_PER_TOKEN
+        if len(prompt) > window:
+            self.check_prompt_length(
+                len(self.engine.encode(prompt[:window])) - _PREFIX_MARGIN_TOKENS, param, at_least=True
+            )
 
     # --- cache -------------------------------------------------------------------------------
 

@@ -232,3 +232,21 @@ def test_the_openapi_documents_the_error_statuses_answered(client: TestClient) -
     assert {"400", "401", "404", "413", "429", "503"} <= operation["responses"].keys()
     assert "422" not in operation["responses"]
     assert "text/event-stream" in operation["responses"]["200"]["content"]
+
+
+def test_a_prompt_far_past_the_cap_is_refused_from_its_start(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = client.app.state.kubellm.service.engine  # type: ignore[attr-defined]
+    encode = engine.encode
+    lengths: list[int] = []
+
+    def counting(text: str) -> list[int]:
+        lengths.append(len(text))
+        return [int(token) for token in encode(text)]
+
+    monkeypatch.setattr(engine, "encode", counting)
+    response = client.post("/v1/completions", json={**GREEDY, "prompt": "word " * 100_000})
+    assert response.status_code == 400
+    assert "more than 511 tokens" in response.json()["error"]["message"]
+    assert max(lengths) < 10_000  # only the start was tokenized
