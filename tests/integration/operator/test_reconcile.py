@@ -146,6 +146,8 @@ def test_drift_spec_change_rerun_and_garbage_collection(
     assert condition(degraded, "Degraded") == ("True", "Unschedulable")
     assert degraded["status"]["phase"] == "Degraded"
     cluster.kubectl("delete", "-n", ns, "mdep/hungry", "--wait=true")
+    # The garbage collector removes its children in the background: wait, or they count as changed.
+    wait_for("hungry's children to be collected", lambda: not any("hungry" in k for k in _versions(cluster, ns)))
     settled(operator)
 
     # Re-run on an unchanged object: a fresh operator reconciles everything again (resume + child events).
