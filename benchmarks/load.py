@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -60,7 +61,7 @@ class LoadResult:
             "requests_per_second": self.requests_per_second,
             "latency_p50_ms": percentile(latencies, 0.5) * 1000,
             "latency_p95_ms": percentile(latencies, 0.95) * 1000,
-            "ttft_p50_ms": median([r.ttft for r in self.records]) * 1000,
+            "ttft_p50_ms": median([r.ttft for r in self.records if not math.isnan(r.ttft)]) * 1000,
             "tokens": float(sum(r.tokens for r in self.records)),
             "requests": float(len(self.records)),
         }

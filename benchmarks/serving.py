@@ -112,7 +112,8 @@ TTFT_NOTE = (
     "Time to first token is the first streamed chunk that carries text. kubellm serve holds back text that ends "
     "in an incomplete UTF-8 character; a random model over a byte-level vocabulary emits many raw bytes, so its "
     "first text can come several tokens after its first token, while transformers serve streams replacement "
-    "characters at once. Compare TTFT across servers with that in mind."
+    "characters at once. Compare TTFT across servers with that in mind. Requests that produced no text (an end "
+    "token first) are left out of TTFT."
 )
 
 Measured = dict[str, dict[str, LoadResult | str]]
