@@ -36,12 +36,12 @@ class Answer:
     cache: str | None
 
 
-async def _load(url: str, until: float) -> list[Answer]:
+async def _load(url: str, stop: asyncio.Event) -> list[Answer]:
     answers: list[Answer] = []
 
     async def client_loop(client: httpx.AsyncClient, worker: int) -> None:
         sent = 0
-        while time.monotonic() < until:
+        while not stop.is_set():
             body = {"model": NAME, "prompt": f"redis {(worker + sent) % PROMPTS}", "max_tokens": 3, "temperature": 0}
             try:
                 response = await client.post(f"{url}/v1/completions", json=body)
@@ -57,8 +57,8 @@ async def _load(url: str, until: float) -> list[Answer]:
 
 def test_no_request_fails_while_redis_dies_and_hits_resume_when_it_returns(figure: RecordFigure) -> None:
     async def scenario(url: str, port: int, first: subprocess.Popen[bytes]) -> tuple[list[Answer], float, float]:
-        started = time.monotonic()
-        load = asyncio.create_task(_load(url, started + UP_SECONDS + DOWN_SECONDS + BACK_SECONDS))
+        stop = asyncio.Event()
+        load = asyncio.create_task(_load(url, stop))
         await asyncio.sleep(UP_SECONDS)
         killed_at = time.monotonic()
         await asyncio.to_thread(_kill, first)
@@ -66,6 +66,8 @@ def test_no_request_fails_while_redis_dies_and_hits_resume_when_it_returns(figur
         async with AsyncExitStack() as stack:
             await asyncio.to_thread(stack.enter_context, running_redis(port))
             back_at = time.monotonic()
+            await asyncio.sleep(BACK_SECONDS)
+            stop.set()
             answers = await load
         return answers, killed_at, back_at
 

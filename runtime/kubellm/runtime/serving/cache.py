@@ -22,6 +22,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 __all__ = [
@@ -105,11 +108,15 @@ class RedisStore:
     """Redis with short timeouts; connection and command errors surface as ``RedisError``/``OSError``."""
 
     def __init__(self, url: str, password: str | None = None, timeout_seconds: float = 0.25) -> None:
+        # One immediate retry on a connection error: after Redis restarts, every pooled connection
+        # is dead, and without it each one failed a request's lookup (and paused the cache) in turn.
+        # A Redis that is really down refuses the retry at once; a slow one is not retried.
         self._client: Any = aioredis.Redis.from_url(
             url,
             password=password,
             socket_timeout=timeout_seconds,
             socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
             retry_on_timeout=False,
         )
 
