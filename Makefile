@@ -66,9 +66,10 @@ reliability: setup system-deps cluster-binaries
 bench: setup system-deps cluster-binaries
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
-# Known vulnerabilities in the installed dependencies (needs the vulnerability service).
+# Known vulnerabilities in the installed dependencies (needs the vulnerability service; --strict fails
+# when a package could not be checked, rather than passing without data).
 audit: setup
-	$(VENV)/bin/pip-audit --local --progress-spinner off
+	$(VENV)/bin/pip-audit --local --strict --progress-spinner off
 
 # Regenerate crds/*.yaml from the typed API models (tests fail when they are stale).
 crds: setup
