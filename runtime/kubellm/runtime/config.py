@@ -481,6 +481,12 @@ class GenerationLimits(ConfigModel):
         default=5, ge=0, le=1000, description="Milliseconds to wait for more requests before starting a batch."
     )
     max_n: int = Field(default=4, ge=1, le=64, description="Largest n (choices per request) accepted.")
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_048_576,
+        description="Longest prompt in tokens (400 above). Default: the model's context length.",
+    )
     max_request_bytes: int = Field(
         default=1_048_576, ge=1024, le=67_108_864, description="Largest request body in bytes (413 above)."
     )

@@ -200,8 +200,9 @@ def test_undecodable_bodies_are_400_with_a_clear_message(client: TestClient, con
     assert says in response.json()["error"]["message"]
 
 
-def test_a_configured_prompt_cap_is_400_on_the_prompt(make_client: ClientFactory) -> None:
-    with make_client(max_prompt_tokens=10) as client:
+@pytest.mark.parametrize("where", [{"max_prompt_tokens": 10}, {"limits": {"max_prompt_tokens": 10}}])
+def test_a_configured_prompt_cap_is_400_on_the_prompt(make_client: ClientFactory, where: dict[str, object]) -> None:
+    with make_client(**where) as client:
         response = client.post("/v1/completions", json={**GREEDY, "prompt": "x" * 11})
         chat = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "x" * 50}], "max_tokens": 2}
         chat_response = client.post("/v1/chat/completions", json=chat)
