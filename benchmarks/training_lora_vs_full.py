@@ -4,7 +4,7 @@ Prints, for each method: trainable parameters, saved size (adapter vs whole mode
 optimizer-step time and peak memory, then the LoRA/full ratios next to the targets of
 ``shared/design/goals.md`` (<= 0.5% trainable, step time <= 0.9x, peak memory <= 0.6x).
 
-Each method runs in its own process so that peak resident memory (``ru_maxrss``) is its own.
+Each method runs in its own process so that peak resident memory (``VmHWM``) is its own.
 "Training memory" is the peak above the footprint after imports (Python, torch, transformers),
 i.e. what the model, gradients, optimizer state and activations take; the whole-process peak is
 shown too. Both runs use the real training code (:mod:`kubellm.runtime.training`).
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+    """This process's peak resident memory since its exec.
+
+    Not ``ru_maxrss``: Linux carries it over from the forking parent across exec, so a child of a
+    big benchmark process would report the parent's size.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _folder_bytes(folder: Path) -> int:
