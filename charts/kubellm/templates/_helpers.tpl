@@ -63,3 +63,8 @@ fsGroup: 65532
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The Kopf peering object's name (several operator replicas): the release's full name by default. */}}
+{{- define "kubellm.peeringName" -}}
+{{- default (include "kubellm.fullname" .) .Values.operator.peering.name -}}
+{{- end -}}
