@@ -6,8 +6,9 @@ so that ``kubellm serve``, ``transformers serve`` and ``generate`` load the very
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,23 +96,49 @@ def load_engine_from(folder: Path) -> Any:
     return load_engine(ServerSettings(model=str(folder)))
 
 
-def scheduler_run(engine: Any, jobs: Sequence[Job], max_batch_size: int) -> LoadResult:
-    """All jobs submitted at once to kubellm's scheduler (continuous batching, no HTTP); greedy."""
+class _Finishes:
+    """Records when each sequence ends, from the scheduler's thread; wakes the waiter when all have."""
+
+    def __init__(self, count: int) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[int, float] = {}
+        self._count = count
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+
+    def sink(self, index: int) -> Callable[[Any], None]:
+        def record(event: Any) -> None:
+            if event.finish_reason is None:
+                return
+            with self._lock:
+                self.seconds[index] = time.perf_counter() - self.started
+                if len(self.seconds) == self._count:
+                    self.done.set()
+
+        return record
+
+
+def scheduler_run(engine: Any, jobs: Sequence[Job], max_batch_size: int) -> tuple[LoadResult, list[list[int]]]:
+    """All jobs submitted at once to kubellm's scheduler (continuous batching, no HTTP); greedy.
+
+    The caller sleeps on an event the sequences' sinks set, so it takes no CPU from the scheduler.
+    Returns the timing and each sequence's output token ids.
+    """
     from kubellm.runtime.serving.batching import Scheduler  # noqa: PLC0415
     from kubellm.runtime.serving.batching import Sequence as Row  # noqa: PLC0415
     from kubellm.runtime.serving.sampling import SamplingParams  # noqa: PLC0415
 
     scheduler = Scheduler(engine, max_batch_size=max_batch_size, batch_wait_seconds=0.0)
-    rows = [Row(engine.encode(p), SamplingParams(max_tokens=t, temperature=0)) for p, t in jobs]
-    done: dict[int, float] = {}
+    finishes = _Finishes(len(jobs))
+    rows = [
+        Row(engine.encode(p), SamplingParams(max_tokens=t, temperature=0), finishes.sink(i))
+        for i, (p, t) in enumerate(jobs)
+    ]
     scheduler.start()
-    started = time.perf_counter()
+    finishes.started = time.perf_counter()
     scheduler.submit(rows)
-    while len(done) < len(rows):
-        now = time.perf_counter() - started
-        done.update({i: now for i, row in enumerate(rows) if row.finished and i not in done})
-        time.sleep(0.0005)
-    seconds = time.perf_counter() - started
+    finishes.done.wait()
+    seconds = time.perf_counter() - finishes.started
     scheduler.stop()
-    records = [RequestRecord(done[i], float("nan"), len(row.output_ids)) for i, row in enumerate(rows)]
-    return LoadResult(records, seconds)
+    records = [RequestRecord(finishes.seconds[i], float("nan"), len(row.output_ids)) for i, row in enumerate(rows)]
+    return LoadResult(records, seconds), [row.output_ids for row in rows]

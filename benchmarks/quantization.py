@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from benchmarks.figures import Check, FamilyResult, Plot, RunOptions, Table, Target, ratio
+from benchmarks.inprocess import scheduler_run
 from kubellm.runtime.config import Quantization
 
 __all__ = ["run"]
@@ -102,27 +103,10 @@ def _trained_folder(folder: Path, steps: int) -> dict[str, Any]:
     }
 
 
-def _scheduler_run(engine: Any, prompts: list[str], tokens: int) -> tuple[list[list[int]], float]:
-    """All prompts submitted at once to the server's scheduler; (outputs, seconds)."""
-    from kubellm.runtime.serving.batching import Scheduler, Sequence  # noqa: PLC0415
-    from kubellm.runtime.serving.sampling import SamplingParams  # noqa: PLC0415
-
-    scheduler = Scheduler(engine, max_batch_size=len(prompts), batch_wait_seconds=0.0)
-    sequences = [Sequence(engine.encode(p), SamplingParams(max_tokens=tokens, temperature=0)) for p in prompts]
-    scheduler.start()
-    started = time.perf_counter()
-    scheduler.submit(sequences)
-    while not all(sequence.finished for sequence in sequences):
-        time.sleep(0.001)
-    elapsed = time.perf_counter() - started
-    scheduler.stop()
-    return [sequence.output_ids for sequence in sequences], elapsed
-
-
 def _tokens_per_second(engine: Any, prompts: list[str], tokens: int) -> tuple[list[list[int]], float]:
-    _scheduler_run(engine, prompts, 4)  # warm-up at this batch size
-    outputs, seconds = _scheduler_run(engine, prompts, tokens)
-    return outputs, sum(len(output) for output in outputs) / seconds
+    scheduler_run(engine, [(prompt, 4) for prompt in prompts], len(prompts))  # warm-up at this batch size
+    timing, outputs = scheduler_run(engine, [(prompt, tokens) for prompt in prompts], len(prompts))
+    return outputs, timing.tokens_per_second
 
 
 def _measure_mode(

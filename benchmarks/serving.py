@@ -148,7 +148,7 @@ def _measure_in_process(folder: Path, loads: list[Workload]) -> Measured:
     engine = load_engine_from(folder)
     scheduler_run(engine, loads[-1].jobs[:4], 4)  # warm-up
     for load in loads:
-        measured[ENGINE][load.name] = scheduler_run(engine, load.jobs, load.clients)
+        measured[ENGINE][load.name] = scheduler_run(engine, load.jobs, load.clients)[0]
     return measured
 
 
