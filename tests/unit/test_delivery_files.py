@@ -1,13 +1,19 @@
-"""kind-config.yaml and the Makefile's laptop path stay consistent with what the tests pin."""
+"""kind-config.yaml, the Makefile's laptop path and the chart's values stay consistent with what the tests pin."""
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
+from typing import Any
 
+import jsonschema
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "kubellm"
 
 
 def _pinned_kubernetes_version() -> str:
@@ -30,3 +36,48 @@ def test_makefile_has_the_laptop_targets() -> None:
     for target in ("kind-up", "images", "kind-load", "deploy", "e2e", "quickstart", "test"):
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), f"Makefile lacks `{target}`"
     assert "operator/Dockerfile" in makefile and "runtime/Dockerfile" in makefile
+
+
+def _chart_values(**operator: Any) -> dict[str, Any]:
+    values: dict[str, Any] = copy.deepcopy(yaml.safe_load((CHART / "values.yaml").read_text()))
+    values["operator"].update(operator)
+    return values
+
+
+def _values_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    return schema
+
+
+def test_chart_defaults_run_one_standalone_operator() -> None:
+    values = _chart_values()
+    jsonschema.Draft7Validator.check_schema(_values_schema())
+    jsonschema.Draft7Validator(_values_schema()).validate(values)
+    assert values["operator"]["replicas"] == 1
+    assert values["operator"]["peering"] == {"name": "", "lifetime": 0}
+
+
+@pytest.mark.parametrize(
+    "operator",
+    [{"replicas": 3}, {"replicas": 2, "peering": {"name": "llm-ops.peering", "lifetime": 30}}],
+    ids=["replicas", "named-peering"],
+)
+def test_chart_schema_accepts_peering_values(operator: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator(_values_schema()).validate(_chart_values(**operator))
+
+
+@pytest.mark.parametrize(
+    "operator",
+    [
+        {"replicas": 0},
+        {"replicas": "2"},
+        {"peering": {"name": "Not_A_Name"}},
+        {"peering": {"name": "-dash"}},
+        {"peering": {"lifetime": 1}},
+        {"peering": {"priority": 10}},  # no fixed priority: replicas of one Deployment would share it
+    ],
+    ids=["zero-replicas", "string-replicas", "bad-name", "leading-dash", "short-lifetime", "priority"],
+)
+def test_chart_schema_rejects_bad_peering_values(operator: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(_values_schema()).validate(_chart_values(**operator))
