@@ -233,7 +233,7 @@ class BodyLimitMiddleware:
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large()(scope, receive, send)
             return
-        guard = _BodyGuard(self.max_bytes, receive, send, self._too_large())
+        guard = _BodyGuard(self.max_bytes, receive, send, self._too_large)
         await self.app(scope, guard.receive, guard.send)
 
     def _too_large(self) -> JSONResponse:
@@ -244,7 +244,7 @@ class BodyLimitMiddleware:
 class _BodyGuard:
     """Counts body bytes; past the limit it ends the body early and swaps the response for a 413."""
 
-    def __init__(self, max_bytes: int, receive: Receive, send: Send, replacement: JSONResponse) -> None:
+    def __init__(self, max_bytes: int, receive: Receive, send: Send, replacement: Callable[[], JSONResponse]) -> None:
         self.max_bytes, self._receive, self._send, self._replacement = max_bytes, receive, send, replacement
         self.received = 0
         self.exceeded = False
@@ -261,5 +261,6 @@ class _BodyGuard:
         if not self.exceeded:
             await self._send(message)
         elif message["type"] == "http.response.start":
-            await self._send({"type": "http.response.start", "status": 413, "headers": self._replacement.raw_headers})
-            await self._send({"type": "http.response.body", "body": self._replacement.body})
+            replacement = self._replacement()  # built only for the rare body over the limit
+            await self._send({"type": "http.response.start", "status": 413, "headers": replacement.raw_headers})
+            await self._send({"type": "http.response.body", "body": replacement.body})

@@ -59,6 +59,8 @@ class Sequence:
     finish_reason: str | None = None
     cancelled: bool = False
     generator: torch.Generator = field(init=False)
+    _prefix_offset: int = field(default=0, init=False, repr=False)
+    _read_offset: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.generator = make_generator(self.params.seed)
@@ -73,8 +75,9 @@ class Sequence:
         self.output_ids.append(token)
         if token in eos_token_ids:
             self.finish_reason = "stop"
+            self._add_text(detokenize, self.output_ids[:-1], final=True)
         else:
-            self._update_text(detokenize(self.output_ids))
+            self._add_text(detokenize, self.output_ids, final=len(self.output_ids) >= self.params.max_tokens)
         if self.finish_reason is None and len(self.output_ids) >= self.params.max_tokens:
             self.finish_reason = "length"
         self.sink(SequenceEvent(self._take_delta(), len(self.output_ids), self.finish_reason))
@@ -84,19 +87,42 @@ class Sequence:
         self.finish_reason = "error"
         self.sink(SequenceEvent("", len(self.output_ids), "error", error=message))
 
-    def _update_text(self, text: str) -> None:
-        cut = min((index for index in (text.find(stop) for stop in self.params.stop) if index >= 0), default=-1)
+    def _add_text(self, detokenize: Callable[[list[int]], str], ids: list[int], *, final: bool) -> None:
+        """Decode only the tokens past the read offset, in a window (TGI's ``decode_token``), never the whole answer.
+
+        The window starts at the previous read offset so tokenizers that join pieces by context
+        (leading spaces) decode them as in the whole text. Text ending in an incomplete character
+        is not kept until a later token completes it (or the sequence ends), but a stop sequence
+        before it already ends the sequence.
+        """
+        if len(ids) <= self._read_offset:
+            return
+        prefix = detokenize(ids[self._prefix_offset : self._read_offset]) if self._read_offset else ""
+        window = detokenize(ids[self._prefix_offset :])
+        complete = len(window) > len(prefix) and not window.endswith("\ufffd")
+        if complete or final:
+            self._prefix_offset, self._read_offset = self._read_offset, len(ids)
+            self._extend(window[len(prefix) :], keep=True)
+        elif self.params.stop:
+            self._extend(window[len(prefix) :], keep=False)
+
+    def _extend(self, new: str, *, keep: bool) -> None:
+        """Add ``new`` to the text (when ``keep``), cut at a stop sequence; only the new end is searched."""
+        if not new:
+            return
+        text = self.text + new
+        start = max(0, len(self.text) - max((len(stop) for stop in self.params.stop), default=0) + 1)
+        cut = min((index for index in (text.find(stop, start) for stop in self.params.stop) if index >= 0), default=-1)
         if cut >= 0:
             text, self.finish_reason = text[:cut], "stop"
-        self.text = text
+        if keep or cut >= 0:
+            self.text = text
 
     def _take_delta(self) -> str:
-        """New text that can no longer change: hold back a possible stop prefix or a partial character."""
+        """New text that can no longer change: hold back a possible stop prefix."""
         end = len(self.text)
         if self.finish_reason is None:
             end -= max((len(stop) - 1 for stop in self.params.stop), default=0)
-            if self.text.endswith("\ufffd"):
-                end = min(end, len(self.text) - 1)
         if end <= self.sent_chars:
             return ""
         delta, self.sent_chars = self.text[self.sent_chars : end], end

@@ -54,13 +54,17 @@ class ServerMetrics:
         )
         self.ready = Gauge("llm_model_ready", "1 once the model is loaded.", ["model"], registry=reg)
 
+        # Observed by the scheduler at every step: look the labelled children up once.
+        self._batch_size = self.batch_size.labels(model_name)
+        self._queue_size = self.queue_size.labels(model_name)
+
     def observe_batch(self, rows: int) -> None:
         """One decoding step over ``rows`` sequences."""
-        self.batch_size.labels(self.model_name).observe(rows)
+        self._batch_size.observe(rows)
 
     def observe_queue(self, waiting: int) -> None:
         """Sequences waiting for a place in the batch."""
-        self.queue_size.labels(self.model_name).set(waiting)
+        self._queue_size.set(waiting)
 
     def observe_loaded(self, quantization: str, weight_bytes: int) -> None:
         """The model is loaded: its precision and size."""

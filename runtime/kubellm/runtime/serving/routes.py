@@ -243,14 +243,19 @@ async def _answer(
         events = _live_stream(service, job, shape, key=key, include_usage=usage, release=release)
     service.metrics.count_response(job.model, 200)
     headers = {CACHE_HEADER: "hit" if cached is not None else "miss", "Cache-Control": "no-cache"}
-    # The stream gives its place back when it ends; the background task covers a stream never started.
+    # The stream gives its place back when it ends; the background task covers a stream never started
+    # (async, so Starlette calls it on the loop instead of hopping to its thread pool).
     return StreamingResponse(
-        events, media_type="text/event-stream", headers=headers, background=BackgroundTask(release)
+        events, media_type="text/event-stream", headers=headers, background=BackgroundTask(_call, release)
     )
 
 
 def _nothing() -> None:
     return None
+
+
+async def _call(function: Callable[[], None]) -> None:
+    function()
 
 
 async def _cached_stream(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ _TOKENIZE_INLINE_CHARS = 4096
 _PREFIX_CHARS_PER_TOKEN = 8
 _PREFIX_MARGIN_TOKENS = 64
 RETRY_AFTER_SECONDS = 1
+_Queue = asyncio.Queue[list[tuple[int, SequenceEvent]]]
+"""A request's events, a list per delivery from the scheduler's thread."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ class GenerationService:
         self.cache = cache
         limits = settings.serving.limits
         self._admission = _Admission(limit=limits.max_concurrent + limits.max_queue)
+        self._mailbox: _Mailbox | None = None
 
     # --- validation ------------------------------------------------------------------------
 
@@ -285,12 +289,18 @@ class GenerationService:
         return self._admission.acquire()
 
     async def events(self, job: GenerationJob) -> AsyncGenerator[tuple[int, SequenceEvent]]:
-        """(choice index, event) as tokens arrive; cancels the sequences if the consumer stops early."""
+        """(choice index, event) as tokens arrive; cancels the sequences if the consumer stops early.
+
+        Events a consumer has not taken yet are joined: one event per choice with all their text.
+        """
         assert job.prompt_ids, "tokenize the job first (GenerationService.tokenized)"
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[int, SequenceEvent]] = asyncio.Queue()
+        if self._mailbox is None or not self._mailbox.serves(loop):
+            self._mailbox = _Mailbox(loop)
+        mailbox = self._mailbox
+        queue: _Queue = asyncio.Queue()
         sequences = [
-            Sequence(list(ids), _with_seed(job.params, index), _sink(loop, queue, index), adapter=job.adapter)
+            Sequence(list(ids), _with_seed(job.params, index), mailbox.sink(queue, index), adapter=job.adapter)
             for index, ids in enumerate(ids for ids in job.prompt_ids for _ in range(job.n))
         ]
         self.scheduler.submit(sequences)
@@ -304,21 +314,23 @@ class GenerationService:
         finally:
             self.scheduler.cancel(sequences)
 
-    async def _drain(
-        self, queue: asyncio.Queue[tuple[int, SequenceEvent]], sequences: int, model: str
-    ) -> AsyncIterator[tuple[int, SequenceEvent]]:
+    async def _drain(self, queue: _Queue, sequences: int, model: str) -> AsyncIterator[tuple[int, SequenceEvent]]:
+        ttft, inter_token = self.metrics.ttft.labels(model), self.metrics.inter_token.labels(model)
         started = last = time.perf_counter()
         finished = 0
         while finished < sequences:
-            index, event = await queue.get()
+            arrived = await queue.get()
+            while not queue.empty():
+                arrived.extend(queue.get_nowait())
             now = time.perf_counter()
-            histogram = self.metrics.ttft if last == started else self.metrics.inter_token
-            histogram.labels(model).observe(now - last)
-            last = now
-            if event.error is not None:
-                raise ServingError(event.error)
-            finished += event.finish_reason is not None
-            yield index, event
+            for _ in arrived:
+                (ttft if last == started else inter_token).observe(now - last)
+                last = now
+            for index, event in _joined(arrived):
+                if event.error is not None:
+                    raise ServingError(event.error)
+                finished += event.finish_reason is not None
+                yield index, event
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
         """Run a job to the end."""
@@ -353,9 +365,53 @@ def _with_seed(params: SamplingParams, index: int) -> SamplingParams:
     return SamplingParams(params.max_tokens, params.temperature, params.top_p, params.seed + index, params.stop)
 
 
-def _sink(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[tuple[int, SequenceEvent]], index: int) -> Any:
-    def put(event: SequenceEvent) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
-            loop.call_soon_threadsafe(queue.put_nowait, (index, event))
+def _joined(arrived: list[tuple[int, SequenceEvent]]) -> list[tuple[int, SequenceEvent]]:
+    """One event per choice, in order of first arrival: the text joined, the last count and ending."""
+    texts: dict[int, list[str]] = {}
+    last: dict[int, SequenceEvent] = {}
+    for index, event in arrived:
+        texts.setdefault(index, []).append(event.text)
+        last[index] = event
+    if len(last) == len(arrived):
+        return arrived
+    return [(index, dataclasses.replace(event, text="".join(texts[index]))) for index, event in last.items()]
 
-    return put
+
+class _Mailbox:
+    """Hands events from the scheduler's thread to one event loop, one ``call_soon_threadsafe`` per burst.
+
+    A decoding step reports a token for every row; waking the loop (and taking the GIL from the
+    scheduler) once per token cost more than the step. The first event of a burst schedules one
+    delivery; the rest only join the list. Each request's queue gets one list per delivery.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[_Queue, int, SequenceEvent]] = []
+
+    def serves(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this mailbox delivers to ``loop``."""
+        return self._loop is loop
+
+    def sink(self, queue: _Queue, index: int) -> Callable[[SequenceEvent], None]:
+        """A thread-safe sink that puts choice ``index``'s events on ``queue``."""
+
+        def put(event: SequenceEvent) -> None:
+            with self._lock:
+                self._pending.append((queue, index, event))
+                if len(self._pending) > 1:
+                    return  # a delivery is already scheduled
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+                self._loop.call_soon_threadsafe(self._deliver)
+
+        return put
+
+    def _deliver(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        by_queue: dict[_Queue, list[tuple[int, SequenceEvent]]] = {}
+        for queue, index, event in pending:
+            by_queue.setdefault(queue, []).append((index, event))
+        for queue, events in by_queue.items():
+            queue.put_nowait(events)

@@ -90,6 +90,31 @@ def test_eos_stops_and_max_tokens_cuts_with_length() -> None:
     assert (cut.finish_reason, cut.text) == ("length", "xx")
 
 
+def test_text_is_decoded_a_window_at_a_time_and_equals_the_whole_decode(engine: Engine) -> None:
+    ids = engine.tokenizer.encode("naïve café ☕ über " * 8, add_special_tokens=False)
+    decoded: list[int] = []
+
+    def detokenize(window: list[int]) -> str:
+        decoded.append(len(window))
+        return engine.detokenize(window)
+
+    events: list[SequenceEvent] = []
+    sequence = Sequence([1], SamplingParams(max_tokens=len(ids)), sink=events.append)
+    for token in ids:
+        sequence.advance(token, frozenset(), detokenize)
+    assert sequence.text == engine.detokenize(ids) == "".join(event.text for event in events)
+    assert all("\ufffd" not in event.text for event in events)  # a character split over tokens waits
+    assert max(decoded) < 8  # windows, never the whole answer again
+
+
+def test_a_stop_sequence_before_an_incomplete_character_stops_at_once() -> None:
+    pieces = {1: "x", 2: "b\ufffd"}  # token 2: "b" and the first byte of a character not complete yet
+    sequence = Sequence([1], SamplingParams(max_tokens=10, stop=("b",)))
+    for token in (1, 2):
+        sequence.advance(token, frozenset({0}), lambda ids: "".join(pieces[i] for i in ids))
+    assert (sequence.finish_reason, sequence.text, len(sequence.output_ids)) == ("stop", "x", 2)
+
+
 def _run(
     engine: Engine, prompts: list[tuple[str, int]], *, max_batch_size: int, stagger: float = 0.0
 ) -> list[list[int]]:
