@@ -70,7 +70,7 @@ def test_make_quickstart_trains_serves_and_experiments_from_a_clean_checkout(tmp
 
     # 1. fine-tune: data quality, progress rows, the loss dropping, the output in the claim
     assert "data quality passed: 512 rows read" in out
-    losses = re.search(r"training loss (\d+\.\d+) -> (\d+\.\d+)", out)
+    losses = re.search(r"eval loss (\d+\.\d+) -> (\d+\.\d+)", out)
     assert losses is not None and float(losses[2]) < float(losses[1])
     assert re.search(r"^tiny-llama-lora\s+True\s+TrainingComplete\s", out, re.M)
     assert (checkout / ".kubellm/pvc/kubellm-models/tiny-llama-lora/adapter_config.json").is_file()

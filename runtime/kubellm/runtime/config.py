@@ -738,6 +738,9 @@ class TrainingProgress(ReportModel):
     epoch: float | None = Field(default=None, description="Fractional epoch reached.")
     loss: float | None = Field(default=None, description="Latest training loss.")
     eval_loss: float | None = Field(default=None, description="Latest evaluation loss.")
+    initial_eval_loss: float | None = Field(
+        default=None, description="Evaluation loss before training, the baseline evalLoss is compared with."
+    )
     learning_rate: float | None = Field(default=None, description="Current learning rate.")
     samples_per_second: float | None = Field(default=None, description="Training throughput.")
     eta_seconds: Count | None = Field(default=None, description="Estimated seconds until training finishes.")

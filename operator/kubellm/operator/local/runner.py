@@ -230,9 +230,11 @@ class LocalRun:
         final = cast(ftj.FineTuneJobStatus, status)
         if final.phase != "Succeeded":
             raise RunFailedError(self._failure(resource, final, pod))
-        first, last = shown.get("first_loss"), final.progress.loss if final.progress else None
-        if first is not None and last is not None:
-            self.printer.line(f"  training loss {first:.4f} -> {last:.4f}")
+        progress = final.progress
+        if progress is not None and progress.initial_eval_loss is not None and progress.eval_loss is not None:
+            self.printer.line(f"  eval loss {progress.initial_eval_loss:.4f} -> {progress.eval_loss:.4f}")
+        elif shown.get("first_loss") is not None and progress is not None and progress.loss is not None:
+            self.printer.line(f"  training loss {shown['first_loss']:.4f} -> {progress.loss:.4f}")
         if final.output is not None:
             self.printer.line(f"  output: {final.output.uri} ({final.output.kind}) in {self.work.pvc_root}")
 

@@ -43,6 +43,11 @@ class ProgressCallback(TrainerCallback):
         self._start_step = 0
         self._last_write = 0.0
 
+    def baseline(self, initial_eval_loss: float | None) -> None:
+        """Remember the evaluation loss measured before training (reported with every update)."""
+        if initial_eval_loss is not None:
+            self.latest = self.latest.model_copy(update={"initial_eval_loss": initial_eval_loss})
+
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         """Remember where this process started (a resumed run starts past 0)."""
         self._started = time.monotonic()

@@ -35,7 +35,7 @@ from kubellm.runtime.config import TrainingConfig
 from kubellm.runtime.training.encoding import EncodedExample, PadCollator
 from kubellm.runtime.training.errors import ConfigError, InterruptedRunError
 from kubellm.runtime.training.methods import PreparedModel
-from kubellm.runtime.training.progress import PreemptionCallback
+from kubellm.runtime.training.progress import PreemptionCallback, ProgressCallback
 
 __all__ = ["RunPlan", "RunResult", "last_complete_checkpoint", "planned_steps", "run_training"]
 
@@ -213,6 +213,9 @@ def run_training(
     initial = (
         _initial_eval_loss(trainer, plan.run_dir, resuming=checkpoint is not None) if plan.measure_initial else None
     )
+    for callback in plan.callbacks:
+        if isinstance(callback, ProgressCallback):
+            callback.baseline(initial)
     started, start_step = time.monotonic(), _checkpoint_step(checkpoint)
     train_loss = _train_or_restore(trainer, checkpoint)
     if preemption.interrupted:
