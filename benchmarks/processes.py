@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,18 +14,13 @@ from typing import IO
 
 import httpx
 
+from tests.harness.cluster import free_port
+
 __all__ = ["ServerFailedError", "free_port", "kubellm_serve", "rss_mib", "running_server", "venv_tool"]
 
 
 class ServerFailedError(RuntimeError):
     """A server exited or never became ready; the message ends with its last log lines."""
-
-
-def free_port() -> int:
-    """A port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def venv_tool(name: str) -> str:

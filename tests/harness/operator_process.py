@@ -11,21 +11,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 from kubellm.operator import api
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import Cluster, free_port
 
 __all__ = [
     "CHILD_KINDS",
@@ -37,6 +36,7 @@ __all__ = [
     "condition",
     "get_json",
     "model_deployment",
+    "model_deployments",
     "operator_kubeconfig",
     "ready_count",
     "settled",
@@ -159,6 +159,16 @@ def model_deployment(name: str, quantization: str = "none") -> dict[str, Any]:
     }
 
 
+def model_deployments(names: Iterable[str], port: int) -> str:
+    """ModelDeployments named ``names``, all on Service port ``port`` (a new port is a spec change), as YAML."""
+    documents = []
+    for name in names:
+        resource = model_deployment(name)
+        resource["spec"]["service"] = {"port": port}
+        documents.append(resource)
+    return yaml.safe_dump_all(documents)
+
+
 def condition(obj: dict[str, Any], kind: str) -> tuple[str, str] | None:
     """(status, reason) of a condition of a custom resource, if it has one."""
     for found in obj.get("status", {}).get("conditions", []):
@@ -209,13 +219,6 @@ def settled(process: OperatorProcess, seconds: float = 2.0, timeout: float = 120
     return float(last)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class OperatorProcess:
     """``python -m kubellm.operator`` as a subprocess, with its metrics and health endpoints."""
 
@@ -224,8 +227,8 @@ class OperatorProcess:
         self.log = log
         self.namespaces = list(namespaces)
         self.extra = list(extra)
-        self.metrics_port = _free_port()
-        self.health_port = _free_port()
+        self.metrics_port = free_port()
+        self.health_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:

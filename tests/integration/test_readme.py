@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import Cluster, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +27,10 @@ SNIPPET = re.compile(r"<!-- runnable -->\n```(?P<language>\w+)\n(?P<code>.*?)```
 SNIPPETS = [(m["language"], m["code"]) for m in SNIPPET.finditer((ROOT / "README.md").read_text())]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``kubellm serve`` as the README starts it, on a free port."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("wb")
     model = "dummy://llama?hidden_size=64&num_hidden_layers=2"
     command = [sys.executable, "-m", "kubellm.runtime.cli", "serve", "--model", model, "--served-model-name", "tiny"]

@@ -13,10 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.harness.cluster import Cluster, restart_components, start_cluster, stop_cluster
 from tests.harness.operator_fixtures import FAST
@@ -24,7 +22,7 @@ from tests.harness.operator_process import (
     OperatorProcess,
     apply_crds,
     get_json,
-    model_deployment,
+    model_deployments,
     operator_kubeconfig,
     ready_count,
     wait_for,
@@ -51,12 +49,7 @@ def own_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
 
 def _resources(names: range, port: int) -> str:
-    documents: list[dict[str, Any]] = []
-    for i in names:
-        resource = model_deployment(f"r{i}")
-        resource["spec"]["service"] = {"port": port}
-        documents.append(resource)
-    return yaml.safe_dump_all(documents)
+    return model_deployments((f"r{i}" for i in names), port)
 
 
 def _ports(cluster: Cluster) -> dict[str, int]:

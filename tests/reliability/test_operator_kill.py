@@ -12,13 +12,17 @@ from __future__ import annotations
 import random
 import signal
 import time
-from typing import Any
-
-import yaml
 
 from tests.harness.cluster import Cluster
 from tests.harness.operator_fixtures import StartOperator, crds, sa_kubeconfig, start_operator
-from tests.harness.operator_process import OperatorProcess, census, get_json, model_deployment, ready_count, wait_for
+from tests.harness.operator_process import (
+    OperatorProcess,
+    census,
+    get_json,
+    model_deployments,
+    ready_count,
+    wait_for,
+)
 from tests.reliability.conftest import RecordFigure
 
 __all__ = ["crds", "sa_kubeconfig", "start_operator"]
@@ -29,12 +33,7 @@ IN_FLIGHT = "kubellm_operator_reconciles_in_flight"
 
 
 def _resources(port: int) -> str:
-    documents: list[dict[str, Any]] = []
-    for i in range(COUNT):
-        resource = model_deployment(f"m{i:02d}")
-        resource["spec"]["service"] = {"port": port}
-        documents.append(resource)
-    return yaml.safe_dump_all(documents)
+    return model_deployments((f"m{i:02d}" for i in range(COUNT)), port)
 
 
 def _kill_mid_pass(operator: OperatorProcess, rng: random.Random) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
-from typing import Any
 
 import pytest
 import yaml
@@ -24,7 +23,7 @@ from tests.harness.operator_process import (
     OperatorProcess,
     apply_peering_crds,
     get_json,
-    model_deployment,
+    model_deployments,
     ready_count,
     settled,
     wait_for,
@@ -40,12 +39,7 @@ RECONCILES = "kubellm_operator_reconciles_total"
 
 
 def _resources(port: int) -> str:
-    documents: list[dict[str, Any]] = []
-    for i in range(COUNT):
-        resource = model_deployment(f"p{i}")
-        resource["spec"]["service"] = {"port": port}
-        documents.append(resource)
-    return yaml.safe_dump_all(documents)
+    return model_deployments((f"p{i}" for i in range(COUNT)), port)
 
 
 def _peer(start_operator: StartOperator, priority: int) -> OperatorProcess:

@@ -145,6 +145,7 @@ class Printer:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self._last: dict[tuple[str, str], list[str]] = {}
+        self._widths: dict[tuple[str, str], list[int]] = {}
 
     def line(self, text: str = "") -> None:
         """One line of output."""
@@ -156,11 +157,12 @@ class Printer:
         body = _with_status(resource, created, status)
         row = columns.row(info, body, now())
         key = (resource.kind, resource.name)
-        if key not in self._last:
-            self._widths = [max(len(h), len(c)) + 2 for h, c in zip(columns.header(info), row, strict=True)]
-            self.line(columns.format_table([columns.header(info)], self._widths)[0])
+        if key not in self._widths:
+            header = columns.header(info)
+            self._widths[key] = [max(len(h), len(c)) + 2 for h, c in zip(header, row, strict=True)]
+            self.line(columns.format_table([header], self._widths[key])[0])
         if self._last.get(key, [])[:-1] != row[:-1]:
-            widths = [max(w, len(c)) for w, c in zip(self._widths, row, strict=True)]
+            widths = [max(w, len(c)) for w, c in zip(self._widths[key], row, strict=True)]
             self.line(columns.format_table([row], widths)[0])
         self._last[key] = row
 
