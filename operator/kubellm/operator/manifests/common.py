@@ -143,6 +143,7 @@ def runtime_container(
         "env": [
             {"name": "KUBELLM_PVC_ROOT", "value": PVC_ROOT},
             {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+            {"name": "KUBELLM_CACHE_DIR", "value": CACHE_DIR},  # converted models (GGUF files), kept across runs
             {"name": "KUBELLM_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
             *env,
         ],

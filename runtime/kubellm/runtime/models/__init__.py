@@ -1,8 +1,9 @@
 """Model sources shared by training and serving: URIs, loading, dummy models, tokenizers, quantization.
 
-- :mod:`~kubellm.runtime.models.sources`: parsing ``hf://``, ``file://``, ``pvc://``, paths and
-  ``dummy://`` URIs (no heavy imports), and :class:`ModelSourceError`;
+- :mod:`~kubellm.runtime.models.sources`: parsing ``hf://``, ``file://``, ``pvc://``, ``pkg://``, paths
+  and ``dummy://`` URIs (no heavy imports), and :class:`ModelSourceError`;
 - :mod:`~kubellm.runtime.models.loading`: :func:`load_model` / :func:`load_tokenizer` for any source;
+- :mod:`~kubellm.runtime.models.gguf`: ``.gguf`` files converted once into a cached model folder;
 - :mod:`~kubellm.runtime.models.dummy` and :mod:`~kubellm.runtime.models.tokenizer`: random-weight
   models of real architectures with a real byte-level tokenizer, built offline;
 - :mod:`~kubellm.runtime.models.hub`: Hub failures as one-line errors;

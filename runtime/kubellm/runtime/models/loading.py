@@ -2,9 +2,10 @@
 
 - ``hf://``: ``from_pretrained`` with the token from ``$HF_TOKEN`` (fed by the resource's
   ``tokenSecretRef``); hub failures become one-line :class:`ModelSourceError`s.
-- a path (``file://``, ``pvc://`` or plain): a full model folder, or an adapter folder
+- a path (``file://``, ``pvc://``, ``pkg://`` or plain): a full model folder, or an adapter folder
   (``adapter_config.json``) whose base model is found through the output manifest
-  (:mod:`kubellm.runtime.models.layout`) and loaded first.
+  (:mod:`kubellm.runtime.models.layout`) and loaded first, or a ``.gguf`` file, converted once
+  into a cached model folder (:mod:`kubellm.runtime.models.gguf`) and loaded from there.
 - ``dummy://``: random weights built locally (:mod:`kubellm.runtime.models.dummy`).
 
 Remote code is never trusted: only architectures transformers ships are loaded.
@@ -25,6 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 from kubellm.runtime.config import ModelSource
 from kubellm.runtime.models.compat import peft_deprecations_silenced
 from kubellm.runtime.models.dummy import build_dummy_model, build_dummy_tokenizer
+from kubellm.runtime.models.gguf import converted_gguf, is_gguf
 from kubellm.runtime.models.hub import translated_hub_errors
 from kubellm.runtime.models.layout import read_manifest
 from kubellm.runtime.models.sources import (
@@ -71,7 +73,7 @@ def load_model(
     device_map: str | dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Load the model and tokenizer ``source`` names; raises :class:`ModelSourceError` with a one-line reason."""
-    parsed = resolve_source(source)
+    parsed = _converted_if_gguf(resolve_source(source))
     if isinstance(parsed, DummySource):
         return _load_dummy(parsed, dtype, quantization_config)
     if isinstance(parsed, PathSource) and (_folder(parsed) / ADAPTER_CONFIG).is_file():
@@ -85,8 +87,8 @@ def load_model(
 
 
 def load_tokenizer(source: ModelSource | str) -> Any:
-    """Just the tokenizer (cheap: no weights are read or built)."""
-    parsed = resolve_source(source)
+    """Just the tokenizer (cheap: no weights are read or built, except to convert a GGUF file once)."""
+    parsed = _converted_if_gguf(resolve_source(source))
     if isinstance(parsed, DummySource):
         return build_dummy_tokenizer(parsed)
     location, revision = _location(parsed)
@@ -95,11 +97,20 @@ def load_tokenizer(source: ModelSource | str) -> Any:
         return AutoTokenizer.from_pretrained(location, revision=revision, token=token)
 
 
+def _converted_if_gguf(source: Source) -> Source:
+    """A ``.gguf`` file stands for the model folder converted from it (converted now if not cached)."""
+    if isinstance(source, PathSource) and is_gguf(source.path):
+        return PathSource(uri=source.uri, path=converted_gguf(source.uri, source.path))
+    return source
+
+
 def _folder(source: PathSource) -> Path:
     if not source.path.exists():
         raise ModelSourceError(f"{source.uri}: path {source.path} does not exist")
     if not source.path.is_dir():
-        raise ModelSourceError(f"{source.uri}: {source.path} is a file; a model is a folder with config.json")
+        raise ModelSourceError(
+            f"{source.uri}: {source.path} is a file; a model is a folder with config.json, or a .gguf file"
+        )
     return source.path
 
 

@@ -11,7 +11,9 @@ comma-separated ``NAME=SOURCE`` pairs); flags beat the environment, which beats 
 Secrets come only from the environment: ``KUBELLM_API_KEYS`` (comma-separated) or
 ``KUBELLM_API_KEY``, and ``KUBELLM_REDIS_PASSWORD``.
 
-Bad input prints one line on stderr and exits 2; a model that cannot be loaded exits 1.
+Bad input, including a model source that cannot work (a missing package or file, an unsupported
+or truncated GGUF file, a Hub repository or revision that cannot be read), prints one line on
+stderr and exits 2; any other failure to load the model exits 1.
 """
 
 from __future__ import annotations
@@ -246,7 +248,9 @@ def _serve(settings: ServerSettings, log_level: str) -> int:
     _set_torch_threads(settings.torch_threads)
     try:
         engine = load_engine(settings)
-    except (ModelSourceError, OSError, ValueError) as error:
+    except ModelSourceError as error:  # retrying cannot help: the source itself is wrong
+        return _fail(f"cannot load the model: {' '.join(str(error).split())[:500]}", EXIT_BAD_INPUT)
+    except (OSError, ValueError) as error:
         return _fail(f"cannot load the model: {' '.join(str(error).split())[:500]}", EXIT_LOAD_FAILED)
     app = create_app(settings, engine)
     # The model and the libraries live as long as the process: keep the cycle collector off them.

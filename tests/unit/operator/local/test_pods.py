@@ -47,6 +47,7 @@ def test_the_command_is_the_containers_args_with_local_paths(tmp_path: Path, mon
     ]
     assert env["KUBELLM_PVC_ROOT"] == str(work.pvc_root)
     assert env["HF_HOME"] == f"{work.cache}/huggingface"
+    assert env["KUBELLM_CACHE_DIR"] == str(work.cache)  # GGUF conversions are shared by local runs
     assert env["KUBELLM_NAMESPACE"] == "default"
     assert env["KUBELLM_REPORT_DIR"] == str(pod.report_dir)
     assert "KUBERNETES_SERVICE_HOST" not in env

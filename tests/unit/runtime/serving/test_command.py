@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from kubellm.runtime.serving import command, logs
+from kubellm.runtime.serving import engine as engine_module
 
 MANIFEST = {
     "apiVersion": "kubellm.io/v1alpha1",
@@ -99,10 +100,24 @@ def test_a_missing_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_a_model_that_cannot_load_exits_1(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_model_source_that_cannot_work_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(logs, "configure_logging", lambda level: None)  # keep pytest's own log handlers
-    assert command.run(_args("--model", "dummy://nosuch")) == 1
-    assert "cannot load the model" in capsys.readouterr().err
+    assert command.run(_args("--model", "dummy://nosuch")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kubellm serve: cannot load the model: dummy://nosuch: unknown architecture")
+    assert err.count("\n") == 1
+
+
+def test_a_model_that_cannot_load_exits_1(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(settings: object) -> None:
+        raise OSError("disk read error")
+
+    monkeypatch.setattr(logs, "configure_logging", lambda level: None)  # keep pytest's own log handlers
+    monkeypatch.setattr(engine_module, "load_engine", fail)
+    assert command.run(_args("--model", "dummy://llama")) == 1
+    assert "cannot load the model: disk read error" in capsys.readouterr().err
 
 
 def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
