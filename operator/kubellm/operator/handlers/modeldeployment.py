@@ -104,10 +104,9 @@ def pod_problem(op: Operator, owner: Owner, deployment: Mapping[str, Any]) -> tu
 
 
 def _view(owner: Owner, spec: api.ModelDeploymentSpec, model: manifests.ServedModel) -> DeploymentView:
-    name = manifests.served_model_name(owner, spec)
     return DeploymentView(
         model=model.uri,
-        served_models=[name, *(adapter for adapter, _ in model.adapters)],
+        served_models=manifests.served_model_names(owner, spec, model),
         url=manifests.server_url(owner, spec),
         selector=manifests.selector(owner),
         deployment_name=owner.child_name(),

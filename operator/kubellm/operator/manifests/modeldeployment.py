@@ -36,6 +36,7 @@ __all__ = [
     "OPTIONAL_CHILDREN",
     "SERVER_PORT",
     "ServedModel",
+    "base_model_name",
     "build_children",
     "build_server_autoscaler",
     "build_server_config_map",
@@ -47,6 +48,7 @@ __all__ = [
     "selector",
     "selector_labels",
     "served_model_name",
+    "served_model_names",
     "server_url",
 ]
 
@@ -99,6 +101,17 @@ def served_model_name(owner: Owner, spec: ModelDeploymentSpec) -> str:
     return spec.served_model_name or owner.name
 
 
+def base_model_name(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel) -> str | None:
+    """``<served name>-base`` when the served model is a fine-tuned adapter: its plain base model's name."""
+    return f"{served_model_name(owner, spec)}-base" if model.kind == "adapter" else None
+
+
+def served_model_names(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel) -> list[str]:
+    """Every model name clients may request: the model, its plain base (adapters only), the extra adapters."""
+    base = base_model_name(owner, spec, model)
+    return [served_model_name(owner, spec), *([base] if base else []), *(name for name, _ in model.adapters)]
+
+
 def server_url(owner: Owner, spec: ModelDeploymentSpec) -> str:
     """In-cluster base URL of the OpenAI-compatible API."""
     return f"http://{owner.name}.{owner.namespace}.svc:{spec.service.port}/v1"
@@ -117,6 +130,9 @@ def server_config(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel) -
     }
     if model.base_uri is not None:
         document["baseModel"] = {"uri": model.base_uri}
+    base_name = base_model_name(owner, spec, model)
+    if base_name is not None:
+        document["baseModelName"] = base_name
     return document
 
 

@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model source: hf://, file://, pvc://, a path or dummy://")
     parser.add_argument("--adapter", action="append", metavar="NAME=SOURCE", help="LoRA adapter (repeatable)")
     parser.add_argument("--served-model-name", help="name of the base model in the API (default: model)")
+    parser.add_argument(
+        "--base-model-name", help="when --model is a fine-tuned adapter: also serve its plain base model by this name"
+    )
     parser.add_argument("--quantization", choices=QUANTIZATION_MODES, help="weight precision")
     parser.add_argument("--host", help="address to listen on (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, help=f"port to listen on (default: {DEFAULT_PORT})")
@@ -118,6 +121,7 @@ def _from_document(document: dict[str, Any]) -> dict[str, Any]:
         fields["finetune_ref"] = True
     fields["served_model_name"] = document.get("servedModelName") or fields.get("served_model_name")
     fields["adapters"] = _adapters(document.get("adapters"))
+    fields["base_model_name"] = document.get("baseModelName")
     fields["serving"] = ServingConfig.model_validate(document.get("serving") or {})
     return fields
 
@@ -188,6 +192,7 @@ def build_settings(args: argparse.Namespace) -> ServerSettings:
         model_revision=fields.get("model_revision") if model == fields.get("model") else None,
         served_model_name=_flag(args, "served-model-name") or fields.get("served_model_name") or "model",
         adapters=tuple(adapters if adapters is not None else fields.get("adapters", [])),
+        base_model_name=_flag(args, "base-model-name") or fields.get("base_model_name"),
         serving=_serving(args, fields.get("serving") or ServingConfig()),
         host=_flag(args, "host") or "0.0.0.0",  # a pod serves on every interface
         port=_flag_int(args, "port") or DEFAULT_PORT,

@@ -46,6 +46,7 @@ class EngineInfo:
     uri: str
     revision: str | None
     model_type: str
+    base_uri: str | None
     quantization: Quantization
     device: str
     weight_bytes: int
@@ -201,6 +202,8 @@ def load_engine(settings: ServerSettings) -> Engine:
     source = ModelSource(uri=settings.model, revision=revision) if revision else settings.model
     loaded = load_model(source, dtype=dtype, quantization_config=bnb_config, device_map=device if bnb_config else None)
     base_adapter = _PEFT_DEFAULT if isinstance(loaded.model, PeftModel) else None
+    if settings.base_model_name and base_adapter is None:
+        raise ModelSourceError(f"{settings.model}: is not an adapter, so there is no base model to serve separately")
     model = _attach_adapters(loaded.model, settings.adapters)
     if bnb_config is None:
         model = model.to(device)
@@ -211,13 +214,22 @@ def load_engine(settings: ServerSettings) -> Engine:
         uri=settings.model,
         revision=settings.model_revision,
         model_type=loaded.model_type,
+        base_uri=loaded.base_uri,
         quantization=mode,
         device=device,
         weight_bytes=weight_bytes(model),
         load_seconds=time.monotonic() - started,
     )
     log.info("model loaded", extra={"fields": _info_fields(info, settings)})
-    return Engine(model, loaded.tokenizer, info, {a.name: a.name for a in settings.adapters}, base_adapter)
+    return Engine(model, loaded.tokenizer, info, _served_adapters(settings), base_adapter)
+
+
+def _served_adapters(settings: ServerSettings) -> dict[str, str]:
+    """Served name -> peft adapter name; the plain base model of an adapter is peft's "no adapter"."""
+    adapters = {adapter.name: adapter.name for adapter in settings.adapters}
+    if settings.base_model_name:
+        adapters[settings.base_model_name] = BASE_ADAPTER
+    return adapters
 
 
 def _info_fields(info: EngineInfo, settings: ServerSettings) -> dict[str, Any]:

@@ -128,6 +128,9 @@ async def list_models(state: State, _: Tenant) -> dict[str, Any]:
     settings, created = state.settings, int(state.started_at)
     base = {"id": settings.served_model_name, "object": "model", "created": created, "owned_by": "kubellm"}
     entries = [{**base, "root": settings.model, "parent": None}]
+    if settings.base_model_name:
+        root = state.service.engine.info.base_uri if state.service is not None else None
+        entries.append({**base, "id": settings.base_model_name, "root": root, "parent": None})
     for adapter in settings.adapters:
         entries.append({**base, "id": adapter.name, "root": adapter.uri, "parent": settings.served_model_name})
     return {"object": "list", "data": entries}

@@ -35,6 +35,10 @@ class ServerSettings(BaseModel):
     model_revision: str | None = Field(default=None, description="Revision of an hf:// model.")
     served_model_name: Identifier = Field(default="model", description="The base model's name in the API.")
     adapters: tuple[AdapterSpec, ...] = Field(default=(), description="LoRA adapters on the base model.")
+    base_model_name: Identifier | None = Field(
+        default=None,
+        description="When the model is a fine-tuned adapter: also serve the plain base model under this name.",
+    )
     serving: ServingConfig = Field(default_factory=ServingConfig)
     host: str = "0.0.0.0"  # a pod serves on every interface
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65_535)
@@ -51,4 +55,5 @@ class ServerSettings(BaseModel):
 
     def model_names(self) -> list[str]:
         """Every name a request may put in ``model``: the base model first, then the adapters."""
-        return [self.served_model_name, *(adapter.name for adapter in self.adapters)]
+        base = [self.base_model_name] if self.base_model_name else []
+        return [self.served_model_name, *base, *(adapter.name for adapter in self.adapters)]

@@ -5,6 +5,12 @@ Tasks: ``instructions`` (``prompt``/``response`` rows), ``text`` (a ``text`` col
 (few exact duplicates): repeating a random word sequence, stating fixed facts about animals
 (the same animal always has the same colour and food) and adding small numbers. Same seed,
 same rows.
+
+``dates`` is a task for a real instruct model, with answers that can be checked exactly:
+``messages`` rows asking to write a date given in one of many everyday forms ("the 5th of March
+2021", "Mar 5, 2021", "2021, March 5") as ISO 8601 (``2021-03-05``), and nothing else. A small
+instruct model answers in sentences and often gets the digits wrong; a few minutes of LoRA make
+it exact.
 """
 
 from __future__ import annotations
@@ -49,6 +55,26 @@ _ANIMALS = ["cat", "dog", "fox", "owl", "bear", "wolf", "frog", "duck", "goat", 
 _COLORS = ["black", "brown", "red", "white", "grey", "silver", "green", "yellow", "white", "golden", "grey", "brown"]
 _FOODS = ["fish", "bones", "berries", "mice", "honey", "meat", "flies", "bread", "grass", "meat", "cheese", "hay"]
 _MAX_ROWS = 1_000_000
+_MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
+_DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+_DATE_QUESTIONS = (
+    "Write this date in ISO 8601 format (YYYY-MM-DD): {}",
+    "Convert to YYYY-MM-DD: {}",
+    "What is {} as an ISO date?",
+)
 
 
 def _pair(rng: random.Random) -> tuple[str, str]:
@@ -84,10 +110,40 @@ def _chat_row(rng: random.Random) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
+def _ordinal(day: int) -> str:
+    suffix = "th" if 10 <= day % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def _spoken_date(rng: random.Random, year: int, month: int, day: int) -> str:
+    """The date in one of several everyday English forms."""
+    name = _MONTHS[month - 1]
+    short = name[:3]
+    forms = (
+        f"{name} {day}, {year}",
+        f"{day} {name} {year}",
+        f"{short} {day}, {year}",
+        f"{day} {short} {year}",
+        f"the {_ordinal(day)} of {name} {year}",
+        f"{name} {_ordinal(day)}, {year}",
+        f"{year}, {name} {day}",
+    )
+    return rng.choice(forms)
+
+
+def _date_row(rng: random.Random) -> dict[str, Any]:
+    year, month = rng.randint(1950, 2049), rng.randint(1, 12)
+    day = rng.randint(1, _DAYS_IN_MONTH[month - 1])
+    question = rng.choice(_DATE_QUESTIONS).format(_spoken_date(rng, year, month, day))
+    answer = f"{year:04d}-{month:02d}-{day:02d}"
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
 TASKS: dict[str, Callable[[random.Random], dict[str, Any]]] = {
     "instructions": _instruction_row,
     "text": _text_row,
     "chat": _chat_row,
+    "dates": _date_row,
 }
 
 

@@ -18,6 +18,7 @@ BODY = {
             {"type": "Succeeded", "status": "Unknown", "reason": "Training"},
         ],
         "progress": {"percent": 40, "loss": 1.234567},
+        "evaluation": {"scorer": "exact", "rows": 8, "before": {"score": 0.125, "correct": 1}},
     },
 }
 
@@ -38,7 +39,8 @@ def test_ages_read_like_kubectl(seconds: float, shown: str) -> None:
 
 def test_a_row_follows_the_crd_printer_columns() -> None:
     now = datetime(2026, 1, 1, 0, 0, 42, tzinfo=UTC)
-    assert header(ftj.INFO) == ["NAME", "SUCCEEDED", "REASON", "MODEL", "METHOD", "PROGRESS", "LOSS", "AGE"]
-    assert row(ftj.INFO, BODY, now) == ["job", "Unknown", "Training", "dummy://llama", "lora", "40", "1.235", "42s"]
+    assert header(ftj.INFO) == ["NAME", "SUCCEEDED", "REASON", "MODEL", "METHOD", "PROGRESS", "LOSS", "TASK", "AGE"]
+    # TASK (the score after training) stays empty until training is over, as kubectl prints it
+    assert row(ftj.INFO, BODY, now) == ["job", "Unknown", "Training", "dummy://llama", "lora", "40", "1.235", "", "42s"]
     lines = format_table([header(ftj.INFO), row(ftj.INFO, BODY, now)])
     assert lines[0].index("SUCCEEDED") == lines[1].index("Unknown")

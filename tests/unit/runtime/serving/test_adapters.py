@@ -91,3 +91,28 @@ def test_rows_of_different_adapters_in_one_batch_match_their_solo_answers(adapte
         return [sequence.output_ids for sequence in sequences]
 
     assert run(names) == [run([name])[0] for name in names]
+
+
+def test_a_fine_tuned_adapter_is_served_beside_its_plain_base_model(tmp_path: Path) -> None:
+    from kubellm.runtime.models.layout import OutputManifest, write_manifest  # noqa: PLC0415
+
+    output = _save_adapter(tmp_path / "tuned", 3)
+    write_manifest(output, OutputManifest(kind="adapter", method="lora", base_model=TINY_MODEL))
+    settings = tiny_settings(model=str(output), base_model_name="tiny-base")
+    with TestClient(create_app(settings, load_engine(settings))) as client:
+        data = client.get("/v1/models").json()["data"]
+        assert [(entry["id"], entry["root"]) for entry in data] == [
+            (SERVED_NAME, str(output)),
+            ("tiny-base", TINY_MODEL),
+        ]
+        tuned, base = _greedy(client, SERVED_NAME), _greedy(client, "tiny-base")
+    with TestClient(create_app(tiny_settings(), load_engine(tiny_settings()))) as plain:
+        assert base == _greedy(plain, SERVED_NAME)  # the base name answers without the adapter
+    assert tuned != base
+
+
+def test_a_base_model_name_needs_an_adapter_to_serve() -> None:
+    from kubellm.runtime.models.sources import ModelSourceError  # noqa: PLC0415
+
+    with pytest.raises(ModelSourceError, match="not an adapter"):
+        load_engine(tiny_settings(base_model_name="tiny-base"))
