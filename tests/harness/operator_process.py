@@ -31,7 +31,6 @@ __all__ = [
     "MANAGED",
     "OperatorProcess",
     "apply_crds",
-    "apply_peering_crds",
     "census",
     "condition",
     "get_json",
@@ -112,37 +111,6 @@ def operator_kubeconfig(cluster: Cluster, path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def _peering_crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
-    status = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.kopf.dev"},
-        "spec": {
-            "group": "kopf.dev",
-            "scope": scope,
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"status": status}}},
-                }
-            ],
-        },
-    }
-
-
-def apply_peering_crds(cluster: Cluster) -> None:
-    """Kopf's peering CRDs (``KopfPeering``, ``ClusterKopfPeering``), as Kopf documents them."""
-    crds = [_peering_crd("KopfPeering", "kopfpeerings", "Namespaced")]
-    crds.append(_peering_crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"))
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
-    names = [f"crd/{crd['metadata']['name']}" for crd in crds]
-    cluster.kubectl("wait", "--for", "condition=established", "--timeout=60s", *names)
 
 
 def model_deployment(name: str, quantization: str = "none") -> dict[str, Any]:

@@ -101,7 +101,8 @@ def test_rbac_is_least_privilege_and_follows_the_watch_scope() -> None:
     roles = [d for d in cluster_wide if d["kind"] == "ClusterRole"]
     assert len(roles) == 1
     operator_rules = yaml.safe_load((ROOT / "operator" / "kubellm" / "operator" / "rbac.yaml").read_text())
-    assert roles[0]["rules"] == operator_rules
+    # All but the Lease rule, which only several replicas get, in their own namespace.
+    assert roles[0]["rules"] == [rule for rule in operator_rules if "leases" not in rule["resources"]]
     assert not any("secrets" in rule["resources"] for rule in operator_rules)
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in operator_rules)
     namespaced = _docs(_render(*FULL_VALUES))
@@ -123,93 +124,114 @@ def test_operator_accepts_the_arguments_the_chart_gives_it(values: list[str]) ->
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
-PEERED = ["--set", "operator.replicas=3"]
-PEERING_CRDS = {"kopfpeerings.kopf.dev": "Namespaced", "clusterkopfpeerings.kopf.dev": "Cluster"}
+ELECTED = ["--set", "operator.replicas=3"]
+OPERATOR_RULES = yaml.safe_load((ROOT / "operator" / "kubellm" / "operator" / "rbac.yaml").read_text())
+LEASE_RULES = [rule for rule in OPERATOR_RULES if "leases" in rule["resources"]]
 
 
 def _operator(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator"))
 
 
-def _peering_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["apiVersion"].startswith("kopf.dev/") or d["kind"] == "PodDisruptionBudget"]
+def _election_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in docs
+        if d["kind"] == "PodDisruptionBudget" or d["metadata"]["name"].endswith("-leader-election")
+        or d["apiVersion"].startswith("kopf.dev/")
+    ]  # fmt: skip
+
+
+def _granted(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [rule for d in docs if d["kind"] == kind for rule in d["rules"]]
 
 
 @pytest.mark.parametrize("values", [[], FULL_VALUES], ids=["cluster-wide", "namespaced"])
-def test_one_replica_runs_standalone_without_peering(values: list[str]) -> None:
-    docs = _docs(_render(*values))
-    assert _peering_docs(docs) == []
-    assert not any(d["metadata"]["name"] in PEERING_CRDS for d in docs)  # crds/: only with --include-crds
+def test_one_replica_runs_without_leader_election(values: list[str]) -> None:
+    docs = _docs(_render("--include-crds", *values))
+    assert _election_docs(docs) == []
+    assert not any("kopf.dev" in d["metadata"]["name"] for d in docs)  # Kopf's peering CRDs are gone
+    assert not any("leases" in rule["resources"] for d in docs for rule in d.get("rules", []))
     deployment = _operator(docs)
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert "env" not in container
-    assert parse_settings(container["args"], environ={}).peering is None
+    assert not parse_settings(container["args"], environ={}).leader_election
 
 
-def test_several_replicas_peer_cluster_wide() -> None:
-    docs = _docs(_render("--include-crds", *PEERED))
-    crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
-    for name, scope in PEERING_CRDS.items():
-        crd = crds[name]
-        assert crd["spec"]["scope"] == scope and crd["spec"]["group"] == "kopf.dev"
-        assert crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"] == {
-            "type": "object",
-            "x-kubernetes-preserve-unknown-fields": True,
-        }
-        assert crd["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-2"
-    peerings = [d for d in docs if d["apiVersion"] == "kopf.dev/v1"]
-    assert [(d["kind"], d["metadata"]["name"]) for d in peerings] == [("ClusterKopfPeering", "kubellm")]
-    assert peerings[0]["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"] == "-1"
-
+def test_several_replicas_elect_a_leader_cluster_wide() -> None:
+    docs = _docs(_render("--include-crds", *ELECTED))
+    assert not any(d["apiVersion"].startswith("kopf.dev/") or "kopf.dev" in d["metadata"]["name"] for d in docs)
     deployment = _operator(docs)
     assert deployment["spec"]["replicas"] == 3
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["env"] == [{"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    assert container["env"] == [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
     settings = parse_settings(container["args"], environ={})
-    assert settings.peering == "kubellm" and settings.clusterwide
-    assert settings.priority is None  # each replica draws its own: equal priorities would pause them all
+    assert settings.leader_election and settings.clusterwide
+    assert (settings.lease_namespace, settings.lease_name) == ("kubellm-system", "kubellm-operator")
+    timings = (settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds)
+    assert timings == (15, 10.0, 2.0)
+    assert settings.lease_identity is None  # each process names itself: the pod's name and a suffix
+    assert settings.liveness_endpoint == "http://0.0.0.0:8080/healthz"  # answered by a standby too
+
+    # The Lease rule only in a Role of the release namespace: never update on every Lease.
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert (role["metadata"]["name"], role["metadata"]["namespace"]) == (
+        "kubellm-operator-leader-election",
+        "kubellm-system",
+    )
+    assert role["rules"] == LEASE_RULES and LEASE_RULES
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"][0]["name"] == deployment["spec"]["template"]["spec"]["serviceAccountName"]
+    assert _granted(docs, "ClusterRole") == [rule for rule in OPERATOR_RULES if rule not in LEASE_RULES]
 
     pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     for doc in docs:
-        if not doc["apiVersion"].startswith(("kopf.dev/", "monitoring.coreos.com/")):
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
             kubernetes_validate.validate(doc, "1.36", strict=True)
 
 
-def test_several_replicas_watching_namespaces_peer_in_each() -> None:
-    values = [*FULL_VALUES, *PEERED, "--set", "operator.peering.name=llm-ops", "--set", "operator.peering.lifetime=30"]
+def test_several_replicas_watching_namespaces_keep_the_lease_at_home() -> None:
+    lease = ["leaseDurationSeconds=30", "renewDeadlineSeconds=20", "retryPeriodSeconds=5"]
+    values = [*FULL_VALUES, *ELECTED, *(arg for t in lease for arg in ("--set", f"operator.leaderElection.{t}"))]
     docs = _docs(_render(*values))
-    peerings = {
-        (d["kind"], d["metadata"]["name"], d["metadata"].get("namespace"))
-        for d in docs
-        if d["apiVersion"] == "kopf.dev/v1"
-    }
-    assert peerings == {("KopfPeering", "llm-ops", "team-a"), ("KopfPeering", "llm-ops", "team-b")}
     container = _operator(docs)["spec"]["template"]["spec"]["containers"][0]
     settings = parse_settings(container["args"], environ={})
-    assert (settings.peering, settings.peering_lifetime, settings.namespaces) == ("llm-ops", 30, ("team-a", "team-b"))
-    # The RoleBinding in each watched namespace grants the namespaced peering objects.
-    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
-    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
-        rules = roles[binding["roleRef"]["name"]]["rules"]
-        assert any("kopfpeerings" in r["resources"] and "patch" in r["verbs"] for r in rules), binding
+    assert settings.namespaces == ("team-a", "team-b") and settings.lease_namespace == "kubellm-system"
+    timings = (settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds)
+    assert timings == (30, 20.0, 5.0)
+    roles = {(d["metadata"]["name"], d["metadata"]["namespace"]) for d in docs if d["kind"] == "Role"}
+    assert roles == {("kubellm-operator-leader-election", "kubellm-system")}
+    assert not any("leases" in rule["resources"] for rule in _granted(docs, "ClusterRole"))
+    assert {d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding"} == {
+        "team-a",
+        "team-b",
+        "kubellm-system",
+    }
     assert _render(*values) == _render(*values)
 
 
-def test_schema_rejects_bad_peering_values() -> None:
+def test_schema_rejects_bad_leader_election_values() -> None:
     for value, where in [
         ("operator.replicas=0", "/operator/replicas"),
-        ("operator.peering.name=Not_A_Name", "/operator/peering/name"),
-        ("operator.peering.lifetime=1", "/operator/peering/lifetime"),
+        ("operator.leaderElection.leaseDurationSeconds=1", "/operator/leaderElection/leaseDurationSeconds"),
+        ("operator.peering.name=kubellm", "peering"),
+        ("operator.leaderElection.renewDeadlineSeconds=15", "retryPeriodSeconds < renewDeadlineSeconds"),
     ]:
-        bad = _helm("template", "x", str(CHART), "--kube-version", "1.36.3", "--set", value, check=False)
+        args = ["--set", "operator.replicas=2", "--set", value]
+        bad = _helm("template", "x", str(CHART), "--kube-version", "1.36.3", *args, check=False)
         assert bad.returncode != 0 and where in bad.stderr, (value, bad.stderr)
 
 
-@pytest.mark.parametrize("values", [FULL_VALUES, [*FULL_VALUES, *PEERED]], ids=["one-replica", "peering"])
+@pytest.mark.parametrize("values", [FULL_VALUES, [*FULL_VALUES, *ELECTED]], ids=["one-replica", "leader-election"])
 def test_pods_meet_restricted_pod_security(values: list[str]) -> None:
     for name, spec in _pod_specs(_docs(_render(*values))):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
@@ -224,16 +246,16 @@ def test_pods_meet_restricted_pod_security(values: list[str]) -> None:
 
 def test_sync_waves_order_crds_before_the_operator() -> None:
     waves: dict[str, set[int]] = {}
-    for doc in _docs(_render("--include-crds", *PEERED)):
+    for doc in _docs(_render("--include-crds", *ELECTED)):
         wave = doc["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0")
         waves.setdefault(doc["kind"], set()).add(int(wave))
     assert waves["CustomResourceDefinition"] == {-2}
     assert waves["Deployment"] == {-1} and waves["ClusterRole"] == {-1}
-    assert waves["ClusterKopfPeering"] == {-1} and waves["PodDisruptionBudget"] == {-1}
+    assert waves["Role"] == {-1} and waves["PodDisruptionBudget"] == {-1}
 
 
 def test_recommended_labels_everywhere() -> None:
-    for doc in _docs(_render(*FULL_VALUES, *PEERED)):
+    for doc in _docs(_render(*FULL_VALUES, *ELECTED)):
         labels = doc["metadata"]["labels"]
         for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
             assert key in labels, f"{doc['kind']}/{doc['metadata']['name']} lacks {key}"
@@ -275,7 +297,6 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(chart_cluster: Clus
     committed = yaml.safe_load((ROOT / "crds" / "modeldeployments.kubellm.io.yaml").read_text())
     assert served["spec"]["versions"][0]["schema"] == committed["spec"]["versions"][0]["schema"]
     cluster.kubectl("apply", "-n", ns, "--dry-run=server", "-f", str(ROOT / "examples" / "modeldeployment.yaml"))
-    assert cluster.kubectl("get", "clusterkopfpeerings", "-o", "name").stdout == ""  # CRDs (crds/), no object
 
     values += ["--set", "operator.resources.limits.memory=300Mi"]
     upgrade = cluster.helm("upgrade", "kubellm", str(CHART), "-n", ns, *values, "--wait", "--timeout=120s")
@@ -289,30 +310,33 @@ def test_install_upgrade_uninstall_in_a_restricted_namespace(chart_cluster: Clus
     assert "customresourcedefinition.apiextensions.k8s.io/finetunejobs.kubellm.io" in kept
 
 
-def test_install_with_two_replicas_creates_the_peering(chart_cluster: Cluster) -> None:
-    cluster, ns = chart_cluster, "kubellm-peering"
+def _can(cluster: Cluster, account: str, verb: str, resource: str, ns: str) -> bool:
+    asked = cluster.kubectl("auth", "can-i", verb, resource, "-n", ns, f"--as={account}", check=False)
+    return asked.stdout.strip() == "yes"
+
+
+def test_install_with_two_replicas_grants_the_lease_at_home_only(chart_cluster: Cluster) -> None:
+    cluster, ns = chart_cluster, "kubellm-ha"
     _namespace_restricted(cluster, ns)
-    # The kubellm CRDs kept by the other release belong to it; Kopf's (crds/) are skipped if present.
+    # The kubellm CRDs kept by the other release belong to it.
     values = ["--set", "operator.replicas=2", "--set", "crds.install=false"]
-    install = cluster.helm("install", "peered", str(CHART), "-n", ns, *values, "--wait", "--timeout=120s")
+    install = cluster.helm("install", "elected", str(CHART), "-n", ns, *values, "--wait", "--timeout=120s")
     assert "violate" not in install.stderr.lower() and "warning" not in install.stderr.lower(), install.stderr
-    for name, scope in PEERING_CRDS.items():
-        crd = json.loads(cluster.kubectl("get", "crd", name, "-o", "json").stdout)
-        assert crd["spec"]["scope"] == scope
-    peering = json.loads(cluster.kubectl("get", "clusterkopfpeering", "peered-kubellm", "-o", "json").stdout)
-    assert peering["metadata"]["labels"]["app.kubernetes.io/instance"] == "peered"
+    account = f"system:serviceaccount:{ns}:elected-kubellm-operator"
+    assert _can(cluster, account, "update", "lease/elected-kubellm-operator", ns)
+    assert _can(cluster, account, "create", "leases", ns)
+    assert not _can(cluster, account, "update", "leases", "kube-system")  # other components' elections
     cluster.kubectl(
-        "wait", "--for=condition=Available", "deployment/peered-kubellm-operator", "-n", ns, "--timeout=90s"
+        "wait", "--for=condition=Available", "deployment/elected-kubellm-operator", "-n", ns, "--timeout=90s"
     )
     deployment = json.loads(
-        cluster.kubectl("get", "deployment", "peered-kubellm-operator", "-n", ns, "-o", "json").stdout
+        cluster.kubectl("get", "deployment", "elected-kubellm-operator", "-n", ns, "-o", "json").stdout
     )
     assert deployment["spec"]["replicas"] == 2 and deployment["status"]["availableReplicas"] == 2
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
-    pdb = json.loads(cluster.kubectl("get", "pdb", "peered-kubellm-operator", "-n", ns, "-o", "json").stdout)
+    pdb = json.loads(cluster.kubectl("get", "pdb", "elected-kubellm-operator", "-n", ns, "-o", "json").stdout)
     assert pdb["status"]["currentHealthy"] == 2 and pdb["status"]["disruptionsAllowed"] == 1
 
-    cluster.helm("uninstall", "peered", "-n", ns, "--wait", "--timeout=120s")
-    assert cluster.kubectl("get", "clusterkopfpeering", "peered-kubellm", check=False).returncode != 0
-    kept = cluster.kubectl("get", "crd", "-o", "name").stdout.split()
-    assert {f"customresourcedefinition.apiextensions.k8s.io/{name}" for name in PEERING_CRDS} <= set(kept)
+    cluster.helm("uninstall", "elected", "-n", ns, "--wait", "--timeout=120s")
+    assert not _can(cluster, account, "update", "lease/elected-kubellm-operator", ns)
+    assert cluster.kubectl("get", "crd", "-o", "name").stdout.count("kopf.dev") == 0

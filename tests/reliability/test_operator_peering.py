@@ -1,27 +1,24 @@
 """Two operator replicas: each object is handled by one of them, and the standby takes over.
 
-The replicas peer through Kopf (``--peering``, see :mod:`kubellm.operator.settings`): the one
-with the higher priority acts, the other keeps its watches closed. The standby starts first
-(as in a rolling update), so it must also step back when the leader appears. Each object then
-gets exactly one phase-transition Event and the standby makes no request that writes; once
-the leader is SIGKILLed, the standby converges a spec change on every object within the peering
-lifetime. Without the peering object the operator refuses to start rather than idle forever.
+The replicas elect a leader through a Lease (``--leader-election``, see
+:mod:`kubellm.operator.leader`): its holder runs Kopf, the other stands by without a watch or a
+write. Each object then gets exactly one phase-transition Event and the standby makes no pass
+and no write; once the leader is SIGKILLed, the standby converges a spec change on every object
+within the lease duration (and Kopf's start). A leader whose Lease is taken exits at once.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import Counter
 
-import pytest
-import yaml
-
+from kubellm.operator.leader import LEASE_LOST_EXIT_CODE
 from tests.harness.cluster import Cluster
 from tests.harness.operator_fixtures import StartOperator, crds, sa_kubeconfig, start_operator
 from tests.harness.operator_process import (
     OperatorProcess,
-    apply_peering_crds,
     get_json,
     model_deployments,
     ready_count,
@@ -33,8 +30,10 @@ from tests.reliability.conftest import RecordFigure
 __all__ = ["crds", "sa_kubeconfig", "start_operator"]
 
 COUNT = 10
-PEERING = "kubellm"
+LEASE = "kubellm-operator"
 LIFETIME = 8
+"""The lease duration: how long after the leader's last renewal the standby takes over."""
+RENEW_DEADLINE = 5
 RECONCILES = "kubellm_operator_reconciles_total"
 
 
@@ -42,10 +41,17 @@ def _resources(port: int) -> str:
     return model_deployments((f"p{i}" for i in range(COUNT)), port)
 
 
-def _peer(start_operator: StartOperator, priority: int) -> OperatorProcess:
+def _replica(start_operator: StartOperator, ns: str, identity: str) -> OperatorProcess:
     return start_operator(
-        "--peering", PEERING, "--priority", str(priority), "--peering-lifetime", str(LIFETIME)
+        "--leader-election", "--lease-namespace", ns, "--lease-name", LEASE, "--lease-identity", identity,
+        "--lease-duration-seconds", str(LIFETIME), "--renew-deadline-seconds", str(RENEW_DEADLINE),
+        "--retry-period-seconds", "1",
     )  # fmt: skip
+
+
+def _holder(cluster: Cluster, ns: str) -> str | None:
+    found = cluster.kubectl("get", "-n", ns, "lease", LEASE, "-o", "jsonpath={.spec.holderIdentity}", check=False)
+    return (found.stdout.strip() or None) if found.returncode == 0 else None
 
 
 def _ready_events(cluster: Cluster, ns: str) -> Counter[str]:
@@ -57,15 +63,9 @@ def test_two_replicas_handle_each_object_once(
     crds: Cluster, namespace: str, start_operator: StartOperator, figure: RecordFigure
 ) -> None:
     cluster, ns = crds, namespace
-    apply_peering_crds(cluster)
-    with pytest.raises(AssertionError, match="exited with 2"):
-        _peer(start_operator, 1)  # no peering object yet: it must refuse, not idle
-    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING, "namespace": ns}}
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump(peering))
-
-    standby = _peer(start_operator, 10)
-    leader = _peer(start_operator, 20)
-    wait_for("the standby to step back", lambda: "Pausing operations" in standby.tail(200), timeout=30)
+    replicas = {name: _replica(start_operator, ns, name) for name in ("a", "b")}
+    holder = wait_for("a replica to hold the Lease", lambda: _holder(cluster, ns), timeout=30)
+    leader, standby = replicas.pop(holder), next(iter(replicas.values()))
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=_resources(8080))
     wait_for(f"{COUNT} ModelDeployments Ready", lambda: ready_count(cluster, ns) == COUNT, 120)
     settled(leader)
@@ -86,8 +86,28 @@ def test_two_replicas_handle_each_object_once(
 
     wait_for("the standby to take over", taken_over, timeout=LIFETIME + 60)
     failover = time.monotonic() - killed
-    figure("operator", f"seconds for the standby to converge after the leader's SIGKILL (lifetime {LIFETIME} s)",
+    figure("operator", f"seconds for the standby to converge after the leader's SIGKILL (lease {LIFETIME} s)",
            failover, target=f"< {LIFETIME + 15}", ok=failover < LIFETIME + 15)  # fmt: skip
     assert twice == 0, f"ReplicasReady events per object: {events}"
     assert standby_passes == standby_writes == 0
     assert failover < LIFETIME + 15
+    assert _holder(cluster, ns) != holder
+
+
+def test_a_leader_whose_lease_is_taken_exits_at_once(
+    crds: Cluster, namespace: str, start_operator: StartOperator, figure: RecordFigure
+) -> None:
+    cluster, ns = crds, namespace
+    leader = _replica(start_operator, ns, "a")
+    wait_for("the replica to hold the Lease", lambda: _holder(cluster, ns) == "a", timeout=30)
+    taken = json.dumps({"spec": {"holderIdentity": "intruder"}})
+    cluster.kubectl("patch", "-n", ns, "lease", LEASE, "--type=merge", "-p", taken)
+    patched = time.monotonic()
+    wait_for("the leader to exit", lambda: not leader.alive(), timeout=RENEW_DEADLINE + 10)
+    exited = time.monotonic() - patched
+    assert leader.process is not None
+    figure("operator", "seconds for a leader whose Lease was taken to exit", exited,
+           target=f"< {RENEW_DEADLINE}", ok=exited < RENEW_DEADLINE)  # fmt: skip
+    assert leader.process.returncode == LEASE_LOST_EXIT_CODE, leader.tail()
+    assert "Lost the leader Lease (the Lease names intruder)" in leader.tail()
+    assert exited < RENEW_DEADLINE

@@ -4,9 +4,9 @@
    PVCs and secrets) and every pod template the chart renders is admitted by the API server's
    own Pod Security admission in a namespace enforcing "restricted" (server-side dry-run).
 2. The operator's RBAC (``rbac.yaml``) is exactly what it uses: the operator runs watching one
-   namespace, then cluster-wide, each time with Kopf peering, through ``kubectl proxy`` under its
-   ServiceAccount, while the examples go through their life cycle (optional children added and
-   removed, a child deleted and restored);
+   namespace, then cluster-wide, each time with leader election (a Lease), through ``kubectl
+   proxy`` under its ServiceAccount, while the examples go through their life cycle (optional
+   children added and removed, a child deleted and restored);
    every API request it makes is turned into (group, resource, verb) as the API server's
    authorizer sees it, and compared with the rules. Extra or missing permissions fail.
 3. Credentials never show: a Secret holding a canary Hub token and API key is referenced by the
@@ -45,7 +45,6 @@ from tests.harness.cluster import Cluster, binaries_dir, free_port
 from tests.harness.operator_process import (
     OperatorProcess,
     apply_crds,
-    apply_peering_crds,
     get_json,
     operator_kubeconfig,
     wait_for,
@@ -64,7 +63,7 @@ API_KEY = f"sk-{CANARY}456"
 CREDENTIALS = {"name": "model-credentials", "key": "token"}
 API_KEY_REF = {"name": "model-credentials", "key": "api-key"}
 RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/warn": "restricted"}
-PEERING = "kubellm-security"
+LEASE = "kubellm-security"
 FAST = ("--wait-seconds", "1", "--error-backoff-seconds", "1", "--workers", "8")
 GPU = {"resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi", "nvidia.com/gpu": "1"}}}
 SCHEDULING = {
@@ -97,7 +96,7 @@ def operator_pod_specs() -> dict[str, dict[str, Any]]:
         **GPU,
         **SCHEDULING,
     }
-    adapter = modeldeployment.ServedModel(uri="pvc://kubellm-models/tiny-llama-lora", kind="adapter", base_uri="x")
+    adapter = modeldeployment.ServedModel(uri="pvc://kubellm-models/smollm2-dates", kind="adapter", base_uri="x")
     servers = {
         "modeldeployment": (mdep, adapter),
         "modeldeployment-gpu-pvc-secrets": (
@@ -353,7 +352,7 @@ def _trainings(cluster: Cluster, ns: str) -> None:
     gated["spec"]["baseModel"] = {"uri": "hf://org/gated-model", "tokenSecretRef": CREDENTIALS}
     _apply(cluster, ns, *documents, gated)
     _condition(cluster, ns, "ftj/gated", "Succeeded", "True")
-    _condition(cluster, ns, "ftj/tiny-llama-lora", "Succeeded", "True")
+    _condition(cluster, ns, "ftj/smollm2-dates", "Succeeded", "True")
 
 
 def _serving_and_experiment(cluster: Cluster, ns: str) -> None:
@@ -361,7 +360,7 @@ def _serving_and_experiment(cluster: Cluster, ns: str) -> None:
     server = load_example("modeldeployment")
     server["spec"] |= {"apiKeySecretRef": API_KEY_REF, "ingress": {"host": "llm.example.com"}}
     _apply(cluster, ns, server)
-    _condition(cluster, ns, "mdep/tiny-llama", "Ready", "True")
+    _condition(cluster, ns, "mdep/smollm2", "Ready", "True")
     experiment = load_example("promptexperiment")
     experiment["spec"]["target"]["apiKeySecretRef"] = API_KEY_REF
     _apply(cluster, ns, experiment)
@@ -371,11 +370,11 @@ def _serving_and_experiment(cluster: Cluster, ns: str) -> None:
     cluster.kubectl("patch", "-n", ns, "cm/prompt-styles-report", "--type=merge", "-p", patch)
     _condition(cluster, ns, "pexp/prompt-styles", "Ready", "True")
     optional_off = json.dumps({"spec": {"autoscaling": None, "ingress": None, "replicas": 1}})
-    cluster.kubectl("patch", "-n", ns, "mdep/tiny-llama", "--type=merge", "-p", optional_off)
-    gone = ("hpa/tiny-llama", "ingress/tiny-llama")
+    cluster.kubectl("patch", "-n", ns, "mdep/smollm2", "--type=merge", "-p", optional_off)
+    gone = ("hpa/smollm2", "ingress/smollm2")
     wait_for("HPA and Ingress removed", lambda: all(_absent(cluster, ns, resource) for resource in gone))
-    cluster.kubectl("delete", "-n", ns, "svc/tiny-llama")
-    wait_for("the Service restored", lambda: not _absent(cluster, ns, "svc/tiny-llama"))
+    cluster.kubectl("delete", "-n", ns, "svc/smollm2")
+    wait_for("the Service restored", lambda: not _absent(cluster, ns, "svc/smollm2"))
 
 
 def _proxy(cluster: Cluster, kubeconfig: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -406,30 +405,25 @@ NAMESPACED_KINDS = (
 def operator_run(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory, token_training: TokenTraining
 ) -> Iterator[OperatorRun]:
-    """The operator through ``kubectl proxy`` in both modes, each with peering, over the examples' life cycle.
+    """The operator through ``kubectl proxy`` in both modes, each with leader election, over the examples' life cycle.
 
-    Watching one namespace (``KopfPeering``) it runs the trainings; then cluster-wide
-    (``ClusterKopfPeering``) the serving and the experiment.
+    Watching one namespace it runs the trainings (creating the Lease, renewing it, releasing it
+    on SIGTERM); then cluster-wide the serving and the experiment (taking the released Lease).
     """
     folder, ns = tmp_path_factory.mktemp("security"), f"security-{os.getpid()}"
     apply_crds(cluster)
-    apply_peering_crds(cluster)
     # Restricted here too: the pods the Job and Deployment controllers make are admitted for real.
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": RESTRICTED}}
     cluster.kubectl("create", "-f", "-", input=json.dumps(namespace))
     cluster.kubectl("wait", "--for=create", "serviceaccount/default", "-n", ns, "--timeout=60s")
-    peerings = [
-        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING, "namespace": ns}},
-        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}},
-    ]
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": peerings}))
     port, proxy_log = free_port(), folder / "proxy.log"
     proxy = _proxy(cluster, operator_kubeconfig(cluster, folder / "operator-account"), port, proxy_log)
     kubeconfig = _proxied_kubeconfig(folder / "kubeconfig", port)
     logs = [folder / "operator-namespaced.log", folder / "operator-cluster-wide.log"]
     try:
         for log, scope, phase in ((logs[0], [ns], _trainings), (logs[1], [], _serving_and_experiment)):
-            operator = OperatorProcess(kubeconfig, log, scope, *FAST, "--peering", PEERING)
+            election = ("--leader-election", "--lease-namespace", ns, "--lease-name", LEASE)
+            operator = OperatorProcess(kubeconfig, log, scope, *FAST, *election)
             try:
                 operator.start()
                 phase(cluster, ns)
@@ -443,7 +437,6 @@ def operator_run(
     objects = cluster.kubectl("get", NAMESPACED_KINDS, "-n", ns, "-o", "json").stdout
     yield OperatorRun(ns, requests, "".join(log.read_text(errors="replace") for log in logs), objects)
     cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    cluster.kubectl("delete", "clusterkopfpeering", PEERING, "--wait=false", check=False)
 
 
 def _proxied_kubeconfig(path: Path, port: int) -> Path:
@@ -478,7 +471,9 @@ def test_requests_map_to_the_permissions_the_authorizer_checks() -> None:
             ("networking.k8s.io", "ingresses", "delete")
         ],
         ("POST", "/api/v1/namespaces/ns/events", 201): [("", "events", "create")],
-        ("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/p", 200): [("kopf.dev", "clusterkopfpeerings", "get")],
+        ("PUT", "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l", 200): [
+            ("coordination.k8s.io", "leases", "update")
+        ],
         ("GET", "/apis/kubellm.io/v1alpha1", 200): [],
         ("GET", "/version", 200): [],
     }
@@ -497,7 +492,7 @@ def test_rbac_grants_exactly_what_the_operator_uses(operator_run: OperatorRun, f
     extra, missing = sorted(granted - required), sorted(required - granted)
     print(f"\n[security] {len(requests)} API requests need {sorted(required)}")
     print(f"[security] extra {extra}; missing {missing}; denied {denied[:5]}")
-    figure("security", "operator API requests recorded (namespaced + cluster-wide, peering)", len(requests))
+    figure("security", "operator API requests recorded (namespaced + cluster-wide, leader election)", len(requests))
     figure("security", "RBAC permissions granted but unused", len(extra), "0", not extra)
     figure(
         "security", "RBAC permissions used but not granted", len(missing) + len(denied), "0", not missing and not denied

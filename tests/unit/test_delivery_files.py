@@ -54,15 +54,19 @@ def test_chart_defaults_run_one_standalone_operator() -> None:
     jsonschema.Draft7Validator.check_schema(_values_schema())
     jsonschema.Draft7Validator(_values_schema()).validate(values)
     assert values["operator"]["replicas"] == 1
-    assert values["operator"]["peering"] == {"name": "", "lifetime": 0}
+    assert values["operator"]["leaderElection"] == {
+        "leaseDurationSeconds": 15,
+        "renewDeadlineSeconds": 10,
+        "retryPeriodSeconds": 2,
+    }
 
 
 @pytest.mark.parametrize(
     "operator",
-    [{"replicas": 3}, {"replicas": 2, "peering": {"name": "llm-ops.peering", "lifetime": 30}}],
-    ids=["replicas", "named-peering"],
+    [{"replicas": 3}, {"replicas": 2, "leaderElection": {"leaseDurationSeconds": 30, "renewDeadlineSeconds": 7.5}}],
+    ids=["replicas", "lease-timings"],
 )
-def test_chart_schema_accepts_peering_values(operator: dict[str, Any]) -> None:
+def test_chart_schema_accepts_leader_election_values(operator: dict[str, Any]) -> None:
     jsonschema.Draft7Validator(_values_schema()).validate(_chart_values(**operator))
 
 
@@ -71,13 +75,14 @@ def test_chart_schema_accepts_peering_values(operator: dict[str, Any]) -> None:
     [
         {"replicas": 0},
         {"replicas": "2"},
-        {"peering": {"name": "Not_A_Name"}},
-        {"peering": {"name": "-dash"}},
-        {"peering": {"lifetime": 1}},
-        {"peering": {"priority": 10}},  # no fixed priority: replicas of one Deployment would share it
+        {"leaderElection": {"leaseDurationSeconds": 1}},
+        {"leaderElection": {"leaseDurationSeconds": 7.5}},
+        {"leaderElection": {"retryPeriodSeconds": 0}},
+        {"leaderElection": {"leaseName": "x"}},  # one Lease per release, named after it
+        {"peering": {"name": "kubellm"}},  # Kopf peering is gone
     ],
-    ids=["zero-replicas", "string-replicas", "bad-name", "leading-dash", "short-lifetime", "priority"],
+    ids=["zero-replicas", "string-replicas", "short-lease", "fractional-lease", "zero-retry", "lease-name", "peering"],
 )
-def test_chart_schema_rejects_bad_peering_values(operator: dict[str, Any]) -> None:
+def test_chart_schema_rejects_bad_leader_election_values(operator: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(_values_schema()).validate(_chart_values(**operator))

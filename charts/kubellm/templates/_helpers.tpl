@@ -64,7 +64,7 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* The Kopf peering object's name (several operator replicas): the release's full name by default. */}}
-{{- define "kubellm.peeringName" -}}
-{{- default (include "kubellm.fullname" .) .Values.operator.peering.name -}}
+{{/* The leader Lease of several operator replicas, in the release namespace. */}}
+{{- define "kubellm.leaseName" -}}
+{{- printf "%s-operator" (include "kubellm.fullname" .) -}}
 {{- end -}}

@@ -2,12 +2,12 @@
 
 Builds the one settings object, the API client, the metrics and the Kopf settings, registers
 the handlers and runs Kopf with its liveness endpoint. See :mod:`kubellm.operator.settings`
-for the flags (watch timeouts, retry delays, peering).
+for the flags (watch timeouts, retry delays, leader election).
 
-Several replicas (``--peering NAME``) use Kopf's peering: only the live replica with the
-highest priority acts, the others stand by and take over when its keep-alive expires (see
-:mod:`kubellm.operator.settings`). The peering object must exist before the operator starts:
-without it Kopf would stay paused, healthy-looking and idle, so :func:`main` exits instead.
+Several replicas (``--leader-election``): the process first stands by until it holds the leader
+Lease (answering the liveness endpoint meanwhile, without a watch or a write), then runs Kopf
+while renewing it, and hands it back once Kopf has stopped; a leader that loses the Lease exits
+at once (:mod:`kubellm.operator.leader`). Kopf always runs standalone.
 
 API outages: Kopf retries a failing request (a watch's too) along :func:`retry_backoffs`,
 ``--api-retry-seconds`` in all (10 minutes by default; Kopf's own budget is under a minute,
@@ -18,20 +18,27 @@ up stops the whole operator (Kopf escalates it), so the kubelet restarts it: nev
 from __future__ import annotations
 
 import itertools
-import random
+import os
 import sys
 from collections.abc import Sequence
-from urllib.parse import quote
 
 import kopf
 from kubernetes import client, config
 
 from kubellm.operator.handlers import Operator, register_all
 from kubellm.operator.k8s import KubeClient
+from kubellm.operator.leader import (
+    LeaderElector,
+    LeaseApi,
+    LeaseTimings,
+    default_identity,
+    exit_on_lost,
+    standby_health,
+)
 from kubellm.operator.metrics import OperatorMetrics
 from kubellm.operator.settings import OperatorSettings, parse_settings
 
-__all__ = ["build_kopf_settings", "main", "missing_peerings", "peering_priority", "retry_backoffs"]
+__all__ = ["build_elector", "build_kopf_settings", "main", "retry_backoffs"]
 
 STATE_PREFIX = "kubellm.io"
 
@@ -65,7 +72,6 @@ def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     kopf_settings.watching.connect_timeout = settings.connect_timeout
     kopf_settings.networking.error_backoffs = retry_backoffs(settings.api_retry_seconds)
     kopf_settings.execution.max_workers = settings.workers
-    kopf_settings.peering.lifetime = settings.peering_lifetime
     # Named namespaces need no namespace scanning (only glob patterns do), and the RBAC rules
     # grant no namespace access: Kopf would retry a forbidden list for ~55 s at every start.
     # Without scanning, Kopf serves the CRDs found at start (they are installed first).
@@ -83,38 +89,22 @@ def build_kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     return kopf_settings
 
 
-def peering_priority(settings: OperatorSettings) -> int:
-    """This replica's peering priority: the configured one, else a random one (replicas must differ)."""
-    if settings.priority is not None:
-        return settings.priority
-    return random.SystemRandom().randint(1, 2**31 - 1)
-
-
-def missing_peerings(kube: KubeClient, settings: OperatorSettings) -> list[str]:
-    """The peering objects ``--peering`` needs that do not exist (empty when standalone)."""
-    if settings.peering is None:
-        return []
-    name = quote(settings.peering)
-    if settings.clusterwide:
-        paths = {"ClusterKopfPeering": f"/apis/kopf.dev/v1/clusterkopfpeerings/{name}"}
-    else:
-        paths = {
-            f"KopfPeering in {ns}": f"/apis/kopf.dev/v1/namespaces/{quote(ns)}/kopfpeerings/{name}"
-            for ns in settings.namespaces
-        }
-    return [f"{what} {settings.peering}" for what, path in paths.items() if kube.read(path) is None]
+def build_elector(api: client.ApiClient, settings: OperatorSettings) -> LeaderElector:
+    """The candidate for the leader Lease that ``settings`` name (``--leader-election``)."""
+    timings = LeaseTimings(
+        settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds
+    )
+    assert settings.lease_namespace is not None  # the settings refuse leader election without it
+    leases = LeaseApi(api, settings.lease_namespace, settings.lease_name, timeout=timings.renew_deadline / 2)
+    return LeaderElector(leases, settings.lease_identity or default_identity(os.environ), timings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the operator until it is stopped."""
+    """Run the operator until it is stopped (at once, or once it holds the leader Lease)."""
     settings = parse_settings(argv)
     metrics = OperatorMetrics()
-    kube = KubeClient(build_api_client(settings), settings.field_manager)
-    missing = missing_peerings(kube, settings)
-    if missing:
-        print(f"error: --peering needs {', '.join(missing)} (and Kopf's kopf.dev CRDs); create them", file=sys.stderr)
-        return 2
-    op = Operator(kube, settings, metrics)
+    api = build_api_client(settings)
+    op = Operator(KubeClient(api, settings.field_manager), settings, metrics)
     metrics.track(lambda: len(op.locks) + len(op.seen))
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_via_client)  # a private registry has no default login
@@ -122,16 +112,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.metrics_port:
         metrics.serve(settings.metrics_port)
     kopf.configure(verbose=False)
-    kopf.run(
-        registry=registry,
-        settings=build_kopf_settings(settings),
-        namespaces=settings.namespaces,
-        clusterwide=settings.clusterwide,
-        liveness_endpoint=settings.liveness_endpoint or None,
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
-        priority=peering_priority(settings),
-    )
+    kopf_settings = build_kopf_settings(settings)
+
+    def run_kopf() -> None:
+        metrics.leader.set(1)
+        try:
+            kopf.run(
+                registry=registry,
+                settings=kopf_settings,
+                namespaces=settings.namespaces,
+                clusterwide=settings.clusterwide,
+                liveness_endpoint=settings.liveness_endpoint or None,
+                standalone=True,
+            )
+        finally:
+            kopf_settings.execution.executor.shutdown(wait=True)  # handlers still running in threads end first
+
+    if not settings.leader_election:
+        run_kopf()
+        return 0
+    elector = build_elector(api, settings)
+    with standby_health(settings.liveness_endpoint, elector.describe):
+        elector.acquire()
+    elector.keep(on_lost=exit_on_lost)
+    try:
+        run_kopf()
+    finally:
+        elector.release()
     return 0
 
 

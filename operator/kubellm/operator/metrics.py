@@ -1,9 +1,10 @@
 """Operator metrics: reconciles, errors, durations and writes per kind, in one registry.
 
 Labels are bounded: ``kind`` is one of the three custom resource kinds, ``child`` one of the
-child kinds the builders produce, ``outcome`` one of ``ok``/``waiting``/``error``. Two gauges
-watch the process itself: passes in flight, and the objects it keeps per-object memory for
-(which must drop back when those objects are deleted).
+child kinds the builders produce, ``outcome`` one of ``ok``/``waiting``/``error``. Three gauges
+watch the process itself: passes in flight, the objects it keeps per-object memory for
+(which must drop back when those objects are deleted), and whether it leads (across the
+replicas of one operator, the sum is 1).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class OperatorMetrics:
         self.tracked = Gauge(
             "kubellm_operator_tracked_objects",
             "Objects the operator keeps per-object memory for (owner locks, child versions).",
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "kubellm_operator_leader",
+            "1 while this process runs Kopf (it holds the leader Lease, or runs without election), else 0.",
             registry=self.registry,
         )
 

@@ -3,17 +3,13 @@
 Every field can be set by a command-line flag (``--wait-seconds``) or an environment variable
 (``KUBELLM_OPERATOR_WAIT_SECONDS``); flags win. Nothing is parsed at import time.
 
-Peering (several operator replicas): by default the operator runs ``standalone`` (one replica,
-Deployment strategy ``Recreate``). To run several replicas, pass ``--peering NAME``: Kopf then
-lets only the live replica with the highest ``--priority`` act; the others stand by with their
-watches closed and take over once its keep-alive record in the peering object is older than
-``--peering-lifetime`` seconds (at once when it exits cleanly). Replicas of one Deployment
-share their flags, and Kopf pauses *every* replica when two have the same priority, so an
-unset priority is a random one per process. Kopf has no per-object locks: for one moment when
-a higher-priority replica starts, both may act; applies are idempotent, so at worst one pass
-runs twice. It needs the ``kopf.dev`` peering CRDs and the peering object (a ``KopfPeering``
-in each watched namespace, or a ``ClusterKopfPeering`` when cluster-wide): the operator refuses
-to start without it, since Kopf would otherwise wait silently forever.
+Several replicas (``--leader-election``): only the replica holding the Lease
+``--lease-namespace``/``--lease-name`` runs Kopf; the others open no watch and write nothing
+until they hold it (:mod:`kubellm.operator.leader`). A standby takes over once the Lease has not
+been renewed for ``--lease-duration-seconds`` (at once when the leader exits cleanly and hands it
+back); a leader that cannot renew within ``--renew-deadline-seconds`` exits. Without it (one
+replica, Deployment strategy ``Recreate``) Kopf starts at once. Kopf itself always runs
+standalone: its own peering lets two replicas act at once for a moment, which the Lease does not.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["ENV_PREFIX", "OperatorSettings", "default_image", "parse_settings"]
 
@@ -51,7 +47,9 @@ class OperatorSettings(BaseModel):
     wait_seconds: float = Field(default=15.0, gt=0, description="Retry delay while waiting on another object.")
     error_backoff_seconds: float = Field(default=10.0, gt=0, description="Retry delay after an unexpected error.")
     workers: int = Field(default=16, ge=1, description="Threads running the (synchronous) handlers.")
-    liveness_endpoint: str | None = Field(default="http://0.0.0.0:8080/healthz", description="Kopf health URL.")
+    liveness_endpoint: str | None = Field(
+        default="http://0.0.0.0:8080/healthz", description="Health URL: Kopf's, answered by a standby too."
+    )
     metrics_port: int | None = Field(default=9090, ge=0, le=65_535, description="Prometheus port; 0 disables it.")
     server_timeout: int = Field(default=300, gt=0, description="Watch duration the API server is asked for.")
     client_timeout: float = Field(default=330.0, gt=0, description="Client-side cut-off of a stalled watch.")
@@ -59,13 +57,33 @@ class OperatorSettings(BaseModel):
     api_retry_seconds: float = Field(
         default=600.0, gt=0, description="How long a failing API request (a watch too) is retried before giving up."
     )
-    peering: str | None = Field(default=None, description="Kopf peering name; None runs standalone.")
-    priority: int | None = Field(
-        default=None, description="Kopf peering priority of this replica; unset: a random one (distinct per replica)."
+    leader_election: bool = Field(
+        default=False, description="Run Kopf only while holding the leader Lease (several replicas); off: at once."
     )
-    peering_lifetime: int = Field(
-        default=60, ge=2, description="Seconds a replica's keep-alive is trusted; then a crashed leader is replaced."
+    lease_name: str = Field(default="kubellm-operator", min_length=1, description="Name of the leader Lease.")
+    lease_namespace: str | None = Field(
+        default=None, description="Namespace of the leader Lease (the operator's own); required with leader election."
     )
+    lease_identity: str | None = Field(
+        default=None, description="This replica's name in the Lease; unset: $POD_NAME (else the host name) + a suffix."
+    )
+    lease_duration_seconds: int = Field(
+        default=15, ge=2, description="Seconds a standby waits after the Lease's last renewal before taking it over."
+    )
+    renew_deadline_seconds: float = Field(
+        default=10.0, gt=0, description="Seconds a leader goes without renewing before it exits (< lease duration)."
+    )
+    retry_period_seconds: float = Field(
+        default=2.0, gt=0, description="Seconds between attempts to acquire or renew the Lease (< renew deadline)."
+    )
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> OperatorSettings:
+        if self.leader_election and not self.lease_namespace:
+            raise ValueError("leader election needs --lease-namespace (the operator's own namespace)")
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError("need --retry-period-seconds < --renew-deadline-seconds < --lease-duration-seconds")
+        return self
 
     @property
     def clusterwide(self) -> bool:
@@ -85,9 +103,13 @@ _FLAGS: dict[str, type] = {
     "client_timeout": float,
     "connect_timeout": float,
     "api_retry_seconds": float,
-    "peering": str,
-    "priority": int,
-    "peering_lifetime": int,
+    "leader_election": bool,
+    "lease_name": str,
+    "lease_namespace": str,
+    "lease_identity": str,
+    "lease_duration_seconds": int,
+    "renew_deadline_seconds": float,
+    "retry_period_seconds": float,
 }
 
 
@@ -100,7 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     for name, kind in _FLAGS.items():
         description = OperatorSettings.model_fields[name].description
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=description)
+        flag = f"--{name.replace('_', '-')}"
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=description)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, help=description)
     return parser
 
 

@@ -1,11 +1,12 @@
-"""The operator's start-up decisions: retry budget, peering priority, missing peering objects."""
+"""The operator's start-up decisions: retry budget, the candidate for the leader Lease."""
 
 from __future__ import annotations
 
-from typing import Any
+from kubernetes import client
 
-from kubellm.operator.__main__ import missing_peerings, peering_priority, retry_backoffs
-from kubellm.operator.settings import OperatorSettings
+from kubellm.operator.__main__ import build_elector, retry_backoffs
+from kubellm.operator.leader import LeaseApi, LeaseTimings
+from kubellm.operator.settings import parse_settings
 
 
 def test_retries_grow_to_thirty_seconds_and_cover_the_budget() -> None:
@@ -16,26 +17,14 @@ def test_retries_grow_to_thirty_seconds_and_cover_the_budget() -> None:
     assert retry_backoffs(4) == (1, 1, 2)
 
 
-def test_replicas_without_a_configured_priority_pick_different_ones() -> None:
-    assert peering_priority(OperatorSettings(priority=7)) == 7
-    assert len({peering_priority(OperatorSettings()) for _ in range(20)}) > 1
-
-
-class Objects:
-    def __init__(self, *present: str) -> None:
-        self.present = set(present)
-        self.asked: list[str] = []
-
-    def read(self, path: str) -> dict[str, Any] | None:
-        self.asked.append(path)
-        return {} if path in self.present else None
-
-
-def test_missing_peering_objects_are_named() -> None:
-    assert missing_peerings(Objects(), OperatorSettings()) == []  # type: ignore[arg-type]
-    cluster = Objects()
-    assert missing_peerings(cluster, OperatorSettings(peering="kubellm")) == ["ClusterKopfPeering kubellm"]  # type: ignore[arg-type]
-    assert cluster.asked == ["/apis/kopf.dev/v1/clusterkopfpeerings/kubellm"]
-    namespaced = Objects("/apis/kopf.dev/v1/namespaces/a/kopfpeerings/kubellm")
-    settings = OperatorSettings(peering="kubellm", namespaces=("a", "b"))
-    assert missing_peerings(namespaced, settings) == ["KopfPeering in b kubellm"]  # type: ignore[arg-type]
+def test_the_elector_follows_the_settings() -> None:
+    flags = ["--leader-election", "--lease-namespace", "ops", "--lease-name", "llm", "--lease-duration-seconds", "8"]
+    settings = parse_settings([*flags, "--renew-deadline-seconds", "5", "--retry-period-seconds", "1"], environ={})
+    with client.ApiClient() as api:
+        elector = build_elector(api, settings)
+        assert elector.timings == LeaseTimings(lease_duration=8, renew_deadline=5, retry_period=1)
+        assert isinstance(elector.leases, LeaseApi)
+        assert (elector.leases.namespace, elector.leases.name, elector.leases.timeout) == ("ops", "llm", 2.5)
+        assert elector.identity != build_elector(api, settings).identity  # one per process
+        named = build_elector(api, parse_settings([*flags[:5], "--lease-identity", "op-0"], environ={}))
+        assert named.identity == "op-0"

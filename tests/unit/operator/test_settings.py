@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pydantic
+import pytest
+
 from kubellm.operator.__main__ import build_kopf_settings
-from kubellm.operator.settings import default_image, parse_settings
+from kubellm.operator.settings import OperatorSettings, build_parser, default_image, parse_settings
 
 
 def test_defaults_are_cluster_wide_with_the_matching_image() -> None:
@@ -34,3 +37,32 @@ def test_kopf_settings_carry_watch_timeouts() -> None:
     assert kopf_settings.watching.server_timeout == 60
     assert kopf_settings.watching.client_timeout == 90
     assert kopf_settings.watching.connect_timeout == 30
+
+
+def test_leader_election_is_off_by_default_and_needs_a_lease_namespace() -> None:
+    settings = parse_settings([], environ={})
+    assert not settings.leader_election
+    assert (settings.lease_duration_seconds, settings.renew_deadline_seconds, settings.retry_period_seconds) == (
+        15,
+        10,
+        2,
+    )
+    on = parse_settings(["--leader-election", "--lease-namespace", "ops"], environ={})
+    assert on.leader_election and (on.lease_namespace, on.lease_name) == ("ops", "kubellm-operator")
+    env = {"KUBELLM_OPERATOR_LEADER_ELECTION": "true", "KUBELLM_OPERATOR_LEASE_NAMESPACE": "ops"}
+    assert parse_settings([], environ=env).leader_election
+    assert not parse_settings(["--no-leader-election"], environ=env).leader_election
+    with pytest.raises(pydantic.ValidationError, match="--lease-namespace"):
+        parse_settings(["--leader-election"], environ={})
+
+
+def test_lease_timings_must_nest() -> None:
+    for flags in [["--renew-deadline-seconds", "15"], ["--retry-period-seconds", "10"]]:
+        with pytest.raises(pydantic.ValidationError, match="retry-period-seconds < --renew-deadline-seconds"):
+            parse_settings(flags, environ={})
+
+
+def test_every_flag_is_a_described_setting() -> None:
+    flags = {action.dest for action in build_parser()._actions} - {"help", "all_namespaces"}
+    assert flags <= set(OperatorSettings.model_fields)
+    assert all(field.description for field in OperatorSettings.model_fields.values())
