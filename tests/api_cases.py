@@ -273,12 +273,20 @@ _MDEP: list[InvalidCase] = [
         message="maxBatchSize must not exceed maxConcurrent",
     ),
     InvalidCase(
-        "mdep-cache-without-url",
+        "mdep-cache-off-with-url",
         "modeldeployment",
-        _spec(serving={"cache": {"enabled": True}}),
+        _spec(serving={"cache": {"enabled": False, "url": "redis://redis:6379/0"}}),
         "spec.serving.cache.url",
         "cel",
-        message="url is required when the cache is enabled",
+        message="url must be omitted when enabled is false",
+    ),
+    InvalidCase(
+        "mdep-cache-password-without-url",
+        "modeldeployment",
+        _spec(serving={"cache": {"passwordSecretRef": {"name": "redis", "key": "password"}}}),
+        "spec.serving.cache.passwordSecretRef",
+        "cel",
+        message="passwordSecretRef needs a url",
     ),
     InvalidCase(
         "mdep-cache-url-with-password",

@@ -31,7 +31,7 @@ from kubellm.runtime.config import (
     VariantComparison,
     VariantResult,
 )
-from tests.api_cases import EXAMPLES, INVALID_CASES, InvalidCase, load_example
+from tests.api_cases import EXAMPLES, INVALID_CASES, InvalidCase, load_example, merge_patch
 from tests.harness.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -187,6 +187,28 @@ def test_invalid_manifest_is_rejected(crds: Cluster, scratch_namespace: str, cas
     if case.message is not None:
         assert case.message in result.stderr, result.stderr
     _rejected.append(case.name)
+
+
+# Settings an earlier rule refused or ignored, which the API now means: each one accepted by the server
+# and by the models alike.
+ACCEPTED_VARIANTS = {
+    "mdep-cache-redis-by-url-alone": (
+        "modeldeployment",
+        {"serving": {"cache": {"url": "redis://redis:6379/0", "passwordSecretRef": {"name": "r", "key": "pw"}}}},
+    ),
+    "mdep-cache-off": ("modeldeployment", {"serving": {"cache": {"enabled": False}}}),
+    "mdep-cache-enabled-in-process": ("modeldeployment", {"serving": {"cache": {"enabled": True}}}),
+}
+
+
+@pytest.mark.parametrize("name", list(ACCEPTED_VARIANTS))
+def test_meaningful_variants_are_accepted(crds: Cluster, scratch_namespace: str, name: str) -> None:
+    example, spec_patch = ACCEPTED_VARIANTS[name]
+    manifest = merge_patch(load_example(example), {"metadata": {"name": name}, "spec": spec_patch})
+    next(i for i in api.KINDS if i.kind == manifest["kind"]).spec.model_validate(manifest["spec"])
+    create = ("create", "--dry-run=server", "--validate=strict", "-n", scratch_namespace, "-f", "-")
+    result = crds.kubectl(*create, input=json.dumps(manifest), check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_rejection_summary(capsys: pytest.CaptureFixture[str]) -> None:

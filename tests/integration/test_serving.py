@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import redis
 import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubellm.runtime.config import CacheConfig, GenerationLimits, ServingConfig
+from kubellm.runtime.serving import command
 from kubellm.runtime.serving.app import create_app
 from kubellm.runtime.serving.engine import Engine, load_engine
 from kubellm.runtime.serving.settings import ServerSettings
 from tests.harness.cluster import free_port
+from tests.harness.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +178,53 @@ async def _burst(url: str, body: dict[str, Any], headers: dict[str, str], count:
     async with httpx.AsyncClient(timeout=60) as client:
         responses = await asyncio.gather(*(client.post(url, json=body, headers=headers) for _ in range(count)))
     return [(response.status_code, response.headers.get("retry-after")) for response in responses]
+
+
+# --- the response cache in Redis -------------------------------------------------------------------
+
+
+def _serve_settings(how: str, redis_url: str, tmp_path: Path) -> ServerSettings:
+    """``kubellm serve`` settings asking for Redis with a 3-second TTL, from a spec or from flags."""
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    argv = ["--model", MODEL, "--served-model-name", NAME]
+    if how == "spec":  # a url alone, no enabled: a url means Redis
+        spec = {"model": {"uri": MODEL}, "serving": {"cache": {"url": redis_url, "ttlSeconds": 3}}}
+        (tmp_path / "spec.json").write_text(json.dumps(spec))
+        argv += ["--config", str(tmp_path / "spec.json")]
+    else:
+        argv += ["--redis-url", redis_url, "--cache-ttl", "3"]
+    return command.build_settings(parser.parse_args(argv))
+
+
+def _cache_status(url: str, body: dict[str, Any]) -> str:
+    response = httpx.post(f"{url}/v1/completions", json=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return response.headers["x-kubellm-cache"]
+
+
+@pytest.mark.parametrize("how", ["spec", "flags"])
+def test_a_cache_url_caches_in_redis_which_expires_the_entry_after_its_ttl(
+    engine: Engine, redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    for name in ("REDIS_URL", "CACHE_TTL", "CONFIG", "MODEL"):
+        monkeypatch.delenv(f"KUBELLM_{name}", raising=False)
+    settings = _serve_settings(how, redis_server.url, tmp_path)
+    client = redis.Redis.from_url(redis_server.url)
+    before = set(client.keys("kubellm:*"))
+    body = {"model": NAME, "prompt": f"Cached by {how}", "max_tokens": 3, "temperature": 0}
+    try:
+        with serving(engine, settings) as url:
+            assert [_cache_status(url, body) for _ in range(2)] == ["miss", "hit"]
+            (key,) = set(client.keys("kubellm:*")) - before  # the entry lives in Redis, not in the process
+            assert 0 < int(client.pttl(key)) <= 3000  # Redis holds it for ttlSeconds, not the default hour
+            deadline = time.monotonic() + 10
+            while client.exists(key):
+                assert time.monotonic() < deadline, "Redis kept the entry past its TTL"
+                time.sleep(0.1)
+            assert _cache_status(url, body) == "miss"  # gone from Redis, so generated again
+    finally:
+        client.close()
 
 
 # Bad inputs, load beyond capacity, aborted streams, Redis failures and cache isolation are

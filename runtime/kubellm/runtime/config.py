@@ -503,29 +503,52 @@ class GenerationLimits(ConfigModel):
         return self
 
 
+_CACHE_OFF_HAS_NO_URL = CelRule(
+    rule="self.enabled || !has(self.url)",
+    message="url must be omitted when enabled is false: a url turns the Redis cache on, enabled: false turns "
+    "every cache off",
+    field_path=".url",
+    reason="FieldValueForbidden",
+)
+_PASSWORD_NEEDS_URL = CelRule(
+    rule="has(self.url) || !has(self.passwordSecretRef)",
+    message="passwordSecretRef needs a url: without one the cache is in-process and has no password",
+    field_path=".passwordSecretRef",
+    reason="FieldValueForbidden",
+)
+
+
 class CacheConfig(ConfigModel):
-    """Redis response cache: only deterministic requests (temperature 0) are cached, keyed per tenant."""
+    """The response cache: only deterministic requests (temperature 0 or a seed) are cached, keyed per tenant.
 
-    cel_rules = (
-        CelRule(
-            rule="!self.enabled || has(self.url)",
-            message="url is required when the cache is enabled",
-            field_path=".url",
-            reason="FieldValueRequired",
-        ),
+    Three states, one obvious setting each: nothing set, a bounded in-process cache per replica;
+    a ``url``, Redis (shared by every replica); ``enabled: false``, no cache at all.
+    """
+
+    cel_rules = (_CACHE_OFF_HAS_NO_URL, _PASSWORD_NEEDS_URL)
+
+    enabled: bool = Field(
+        default=True,
+        description="false turns the response cache off entirely (then omit url). true (the default) caches: in "
+        "Redis when url is set, else in each replica's memory.",
     )
-
-    enabled: bool = Field(default=False, description="Cache responses in Redis.")
     url: Annotated[str, StringConstraints(pattern=REDIS_URL_PATTERN, max_length=512)] | None = Field(
-        default=None, description="redis:// or rediss:// URL without credentials, e.g. redis://redis:6379/0."
+        default=None,
+        description="Cache in Redis at this redis:// or rediss:// URL without credentials, e.g. "
+        "redis://redis:6379/0; entries expire there after ttlSeconds. Default: an in-process cache per replica.",
     )
-    password_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key holding the Redis password.")
-    ttl_seconds: int = Field(default=3600, ge=1, le=2_592_000, description="How long a cached response lives.")
+    password_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the Redis password (with url only)."
+    )
+    ttl_seconds: int = Field(
+        default=3600, ge=1, le=2_592_000, description="How long a cached response lives (in Redis: the key's TTL)."
+    )
     key_prefix: Identifier = Field(default="kubellm", description="Prefix of every cache key.")
 
     @model_validator(mode="after")
-    def _url_when_enabled(self) -> CacheConfig:
-        _error(self.enabled and self.url is None, "url is required when the cache is enabled")
+    def _consistent(self) -> CacheConfig:
+        _error(not self.enabled and self.url is not None, _CACHE_OFF_HAS_NO_URL.message)
+        _error(self.url is None and self.password_secret_ref is not None, _PASSWORD_NEEDS_URL.message)
         return self
 
 
@@ -541,7 +564,9 @@ class ServingConfig(ConfigModel):
         ),
     )
     limits: GenerationLimits = model_section(GenerationLimits, "Request and batching limits per replica.")
-    cache: CacheConfig = model_section(CacheConfig, "Redis response cache.")
+    cache: CacheConfig = model_section(
+        CacheConfig, "Response cache: in-process by default, Redis with a url, none with enabled: false."
+    )
 
 
 # --- experiments -----------------------------------------------------------------------------

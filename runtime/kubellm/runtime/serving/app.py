@@ -69,11 +69,26 @@ def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAP
 # --- lifespan ----------------------------------------------------------------------------------
 
 
-def _cache_store(settings: ServerSettings) -> CacheStore:
+def _cache_store(settings: ServerSettings) -> CacheStore | None:
+    """Redis when a url is set, memory by default, none when the cache is turned off."""
     cache = settings.serving.cache
-    if cache.enabled and cache.url:
+    if not cache.enabled:
+        return None
+    if cache.url is not None:
         return RedisStore(cache.url, settings.redis_password)
     return MemoryStore(settings.memory_cache_entries)
+
+
+def _response_cache(state: ServerState) -> ResponseCache | None:
+    store = _cache_store(state.settings)
+    if store is None:
+        return None
+    model, metrics = state.settings.served_model_name, state.metrics
+    return ResponseCache(
+        store,
+        ttl_seconds=state.settings.serving.cache.ttl_seconds,
+        on_error=lambda: metrics.cache_errors.labels(model).inc(),
+    )
 
 
 def _start_service(state: ServerState, engine: Engine) -> GenerationService:
@@ -87,14 +102,8 @@ def _start_service(state: ServerState, engine: Engine) -> GenerationService:
         observe_queue=metrics.observe_queue,
     )
     scheduler.start()
-    model = settings.served_model_name
-    cache = ResponseCache(
-        _cache_store(settings),
-        ttl_seconds=settings.serving.cache.ttl_seconds,
-        on_error=lambda: metrics.cache_errors.labels(model).inc(),
-    )
     metrics.observe_loaded(engine.info.quantization, engine.info.weight_bytes)
-    return GenerationService(settings, engine, scheduler, metrics, cache)
+    return GenerationService(settings, engine, scheduler, metrics, _response_cache(state))
 
 
 async def _load_in_background(state: ServerState) -> None:
@@ -128,7 +137,8 @@ def _lifespan(state: ServerState, engine: Engine | None) -> Callable[[FastAPI], 
 
 async def _stop_service(service: GenerationService) -> None:
     await asyncio.to_thread(service.scheduler.stop)
-    await service.cache.store.close()
+    if service.cache is not None:
+        await service.cache.store.close()
 
 
 # --- errors ------------------------------------------------------------------------------------

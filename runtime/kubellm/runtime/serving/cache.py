@@ -6,9 +6,10 @@ messages, the generation parameters, and the tenant (the caller's API key identi
 deterministic requests (temperature 0, or an explicit seed) are cached, so a sampled request is
 never answered from the cache and two tenants never share an entry.
 
-Two stores: Redis (``SET key value EX ttl``) when a URL is configured, else a bounded in-process
-LRU. A Redis that is down or slow costs only hits: every call has a short timeout, a failure is
-counted and the request goes on to generate; after a failure Redis is left alone for a moment.
+Two stores: Redis (``SET key value EX ttl``, so Redis itself expires entries) when a URL is
+configured, else a bounded in-process LRU; ``enabled: false`` means neither (no cache). A Redis
+that is down or slow costs only hits: every call has a short timeout, a failure is counted and
+the request goes on to generate; after a failure Redis is left alone for a moment.
 """
 
 from __future__ import annotations

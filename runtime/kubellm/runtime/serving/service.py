@@ -141,7 +141,7 @@ class GenerationService:
         engine: Engine,
         scheduler: Scheduler,
         metrics: ServerMetrics,
-        cache: ResponseCache,
+        cache: ResponseCache | None,
     ) -> None:
         self.settings = settings
         self.engine = engine
@@ -248,14 +248,14 @@ class GenerationService:
     # --- cache -------------------------------------------------------------------------------
 
     def cache_key_for(self, job: GenerationJob, tenant: str, bypass: bool) -> str | None:
-        """The cache key of a deterministic request (None: not cacheable, or the caller said no-cache)."""
-        if bypass or not job.params.deterministic:
+        """The cache key of a deterministic request (None: not cacheable, no cache, or the caller said no-cache)."""
+        if bypass or self.cache is None or not job.params.deterministic:
             return None
         return cache_key(self.settings.serving.cache.key_prefix, tenant, job.cache_fields)
 
     async def cached(self, job: GenerationJob, key: str | None) -> GenerationResult | None:
         """A cached result for the key, counting hits and misses."""
-        if key is None:
+        if key is None or self.cache is None:
             return None
         stored = await self.cache.get(key)
         counter = self.metrics.cache_hits if stored is not None else self.metrics.cache_misses
@@ -270,7 +270,8 @@ class GenerationService:
 
     async def remember(self, key: str | None, result: GenerationResult) -> None:
         """Store a complete result under its key."""
-        if key is not None and all(choice.finish_reason in ("stop", "length") for choice in result.choices):
+        complete = all(choice.finish_reason in ("stop", "length") for choice in result.choices)
+        if key is not None and self.cache is not None and complete:
             await self.cache.set(key, result.to_cache())
 
     # --- generation --------------------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_model_deployment_defaults() -> None:
     spec = modeldeployment.ModelDeploymentSpec.model_validate({"model": {"uri": "hf://org/model"}})
     assert spec.replicas == 1
     assert spec.serving.quantization == "none"
-    assert spec.serving.cache.enabled is False
+    assert (spec.serving.cache.enabled, spec.serving.cache.url) == (True, None)  # the in-process cache
     assert spec.service.port == 80
     assert spec.autoscaling is None
 

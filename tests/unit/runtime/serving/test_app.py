@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
+from kubellm.runtime.config import CacheConfig, GenerationLimits, ServingConfig
 from kubellm.runtime.serving.app import create_app
 from tests.unit.runtime.serving.conftest import SERVED_NAME, ClientFactory, tiny_settings
 
@@ -43,6 +45,17 @@ def test_a_repeated_greedy_request_is_a_cache_hit_unless_no_cache(client: TestCl
     bypass = client.post("/v1/completions", json=GREEDY, headers={"Cache-Control": "no-cache"})
     assert [r.headers["x-kubellm-cache"] for r in (first, second, bypass)] == ["miss", "hit", "miss"]
     assert second.json()["choices"] == first.json()["choices"] == bypass.json()["choices"]
+
+
+def test_a_cache_turned_off_never_answers_from_memory(make_client: ClientFactory) -> None:
+    serving = ServingConfig(limits=GenerationLimits(batch_wait_ms=2), cache=CacheConfig(enabled=False))
+    with make_client(serving=serving) as client:
+        statuses = [client.post("/v1/completions", json=GREEDY).headers["x-kubellm-cache"] for _ in range(2)]
+        metrics = client.get("/metrics").text
+    assert statuses == ["miss", "miss"]
+    families = text_string_to_metric_families(metrics)
+    counted = [s.value for f in families for s in f.samples if s.name.startswith("llm_cache_") and "_total" in s.name]
+    assert sum(counted) == 0  # no cache to hit or miss
 
 
 def test_sampled_requests_are_never_cached_and_tenants_never_share(client: TestClient) -> None:

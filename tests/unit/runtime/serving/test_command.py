@@ -68,6 +68,16 @@ def test_the_operator_config_and_flags_over_environment(tmp_path: Path, monkeypa
     assert settings.adapters[0].name == "t"
 
 
+def test_redis_flags_turn_the_redis_cache_on_whatever_the_file_says(tmp_path: Path) -> None:
+    off = _write(tmp_path, {"model": {"uri": "dummy://llama"}, "serving": {"cache": {"enabled": False}}})
+    assert command.build_settings(_args("--config", str(off))).serving.cache.enabled is False
+    settings = command.build_settings(
+        _args("--config", str(off), "--redis-url", "redis://r:6379/1", "--cache-ttl", "9")
+    )
+    cache = settings.serving.cache
+    assert (cache.enabled, cache.url, cache.ttl_seconds) == (True, "redis://r:6379/1", 9)
+
+
 def test_a_bare_serving_config_needs_a_model_flag(tmp_path: Path) -> None:
     path = _write(tmp_path, {"quantization": "none", "cache": {"ttlSeconds": 5}})
     settings = command.build_settings(_args("--config", str(path), "--model", "dummy://gpt2"))
