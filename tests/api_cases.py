@@ -370,6 +370,21 @@ _PEXP: list[InvalidCase] = [
         message="fewShot variants need at least one entry in examples",
     ),
     InvalidCase(
+        "pexp-examples-as-messages-without-examples",
+        "promptexperiment",
+        _spec(variants=[_variant("zero-shot"), _variant("turns", examplesAs="messages")]),
+        "spec.variants[1].examples",
+        "cel",
+        message="examplesAs: messages needs at least one entry in examples",
+    ),
+    InvalidCase(
+        "pexp-variant-max-tokens-zero",
+        "promptexperiment",
+        _spec(variants=[_variant("zero-shot"), _variant("cot", maxTokens=0)]),
+        "spec.variants[1].maxTokens",
+        "schema",
+    ),
+    InvalidCase(
         "pexp-control-not-a-variant",
         "promptexperiment",
         _spec(control="baseline"),

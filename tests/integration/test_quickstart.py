@@ -83,7 +83,7 @@ def test_make_quickstart_trains_serves_and_experiments_from_a_clean_checkout(tmp
 
     # 3. experiment: every variant with an interval, the comparisons, the verdict, the saved report
     for variant in ("zero-shot (control)", "few-shot", "chain-of-thought"):
-        assert re.search(rf"^  {re.escape(variant)}\s+8\s+0\s+\d\.\d+ \[\d\.\d+, \d\.\d+\]", out, re.M), variant
+        assert re.search(rf"^  {re.escape(variant)}\s+64\s+0\s+\d\.\d+ \[\d\.\d+, \d\.\d+\]", out, re.M), variant
     assert "few-shot vs zero-shot" in out
     assert re.search(r"verdict: (winner [\w-]+|no winner): ", out)
     assert (checkout / ".kubellm/promptexperiment/prompt-styles/report/report.md").read_text().strip()

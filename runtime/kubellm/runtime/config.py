@@ -585,12 +585,18 @@ _FEW_SHOT_RULE = CelRule(
     field_path=".examples",
     reason="FieldValueRequired",
 )
+_EXAMPLE_MESSAGES_RULE = CelRule(
+    rule="!has(self.examplesAs) || self.examplesAs != 'messages' || (has(self.examples) && size(self.examples) > 0)",
+    message="examplesAs: messages needs at least one entry in examples",
+    field_path=".examples",
+    reason="FieldValueRequired",
+)
 
 
 class PromptVariant(ConfigModel):
     """One prompt under test."""
 
-    cel_rules = (_FEW_SHOT_RULE,)
+    cel_rules = (_FEW_SHOT_RULE, _EXAMPLE_MESSAGES_RULE)
 
     name: Identifier = Field(description="Variant name, unique in the experiment; used in status and metrics.")
     style: Literal["zeroShot", "fewShot", "chainOfThought"] = Field(
@@ -605,10 +611,27 @@ class PromptVariant(ConfigModel):
     examples: list[FewShotExample] = Field(
         default_factory=list, max_length=32, description="Few-shot examples available to the template."
     )
+    examples_as: Literal["template", "messages"] = Field(
+        default="template",
+        description="template: the template places the examples itself (as examples). messages: each example "
+        "is sent before the question as an earlier exchange, the template rendered with the example's input as "
+        "a user message and its output as the assistant's reply, which is how chat models see worked examples "
+        "(completions API: each as a paragraph of that text and the output on the next line).",
+    )
     extract: Annotated[str, StringConstraints(max_length=512)] | None = Field(
         default=None,
-        description="Regular expression whose first group is scored instead of the whole output, e.g. the "
-        "final answer after chain-of-thought reasoning.",
+        description="Regular expression whose first group (or whole match), in its last match, is scored instead "
+        "of the whole output. Default for chainOfThought variants: the text after the last answer marker "
+        "(Answer:, Final answer:, The answer is), on its line or the next, without Markdown emphasis or quotes. "
+        "An output where nothing is found scores as an empty answer and is counted in status (unextracted).",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=131_072,
+        description="Tokens to generate at most for this variant's answers, instead of generation.maxTokens; "
+        "chain-of-thought needs room to reason before its final answer. Answers cut off at the limit are "
+        "counted in status (cutOff).",
     )
     model: Annotated[str, StringConstraints(max_length=253)] | None = Field(
         default=None, description="Model name to request for this variant (e.g. a LoRA adapter). Default: target.model."
@@ -617,6 +640,7 @@ class PromptVariant(ConfigModel):
     @model_validator(mode="after")
     def _few_shot_examples(self) -> PromptVariant:
         _error(self.style == "fewShot" and not self.examples, _FEW_SHOT_RULE.message)
+        _error(self.examples_as == "messages" and not self.examples, _EXAMPLE_MESSAGES_RULE.message)
         return self
 
 
@@ -656,14 +680,18 @@ class Scorer(ConfigModel):
 
     name: Identifier = Field(description="Scorer name, unique in the experiment; a primaryMetric candidate.")
     type: ScorerType = Field(
-        description="exact or contains (against expected), regex (pattern matches), json (valid JSON), "
-        "rouge (ROUGE-L F1), bleu, similarity (embedding cosine), latency (lower is better)."
+        description="exact (the answer equals expected) or contains (expected occurs in the answer as whole "
+        "words), both after answer normalisation: case folded, punctuation, articles (a, an, the) and extra "
+        "whitespace dropped, number words up to the thousands written as digits; regex (pattern matches), json "
+        "(valid JSON), rouge (ROUGE-L F1), bleu, similarity (embedding cosine), latency (lower is better)."
     )
     weight: DecimalString = Field(default="1", description="Weight in the combined score, a decimal string.")
     pattern: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         default=None, description="Regular expression the output must match (type regex)."
     )
-    case_sensitive: bool = Field(default=False, description="Compare case-sensitively (exact, contains, regex).")
+    case_sensitive: bool = Field(
+        default=False, description="Compare case-sensitively (exact, contains, regex): case is then not folded."
+    )
 
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> Scorer:
@@ -677,7 +705,9 @@ class Scorer(ConfigModel):
 class GenerationParams(ConfigModel):
     """Sampling settings sent with every request of the experiment."""
 
-    max_tokens: int = Field(default=256, ge=1, le=131_072, description="Tokens to generate at most per answer.")
+    max_tokens: int = Field(
+        default=256, ge=1, le=131_072, description="Tokens to generate at most per answer (a variant may set its own)."
+    )
     temperature: DecimalString = Field(default="0", description="Sampling temperature, a decimal string; 0 is greedy.")
     top_p: FractionString = Field(default="1", description="Nucleus sampling mass, in [0, 1].")
     stop: list[ShortText] = Field(default_factory=list, max_length=4, description="Stop sequences.")
@@ -843,6 +873,16 @@ class VariantResult(ReportModel):
     latency_p95_seconds: float | None = Field(default=None, description="95th percentile request latency.")
     prompt_tokens: Count | None = Field(default=None, description="Prompt tokens used in total.")
     completion_tokens: Count | None = Field(default=None, description="Generated tokens in total.")
+    cut_off: Count | None = Field(
+        default=None,
+        description="Answers cut off by the token limit (finish_reason length), which may lack their final answer; "
+        "empty when the server reported no finish reason.",
+    )
+    unextracted: Count | None = Field(
+        default=None,
+        description="Answers in which the variant's extraction (extract, or the chain-of-thought default) found "
+        "no answer; they score as empty answers. Empty for variants that score the whole output.",
+    )
 
 
 class VariantComparison(ReportModel):

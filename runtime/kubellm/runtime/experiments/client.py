@@ -86,12 +86,21 @@ class Completion:
 
 
 def request_body(
-    api: Api, model: str, prompt: RenderedPrompt, generation: GenerationParams, seed: int
+    api: Api,
+    model: str,
+    prompt: RenderedPrompt,
+    generation: GenerationParams,
+    seed: int,
+    *,
+    max_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """The JSON body of one request; ``seed`` is the same for every variant on a row and sample."""
+    """The JSON body of one request; ``seed`` is the same for every variant on a row and sample.
+
+    ``max_tokens`` is the variant's own budget, when it has one (else ``generation.max_tokens``).
+    """
     body: dict[str, Any] = {
         "model": model,
-        "max_tokens": generation.max_tokens,
+        "max_tokens": max_tokens or generation.max_tokens,
         "temperature": float(Decimal(generation.temperature)),
         "top_p": float(Decimal(generation.top_p)),
         "seed": seed,

@@ -22,7 +22,7 @@ from kubellm.runtime.reporting import Reporter, ThrottledStatus, reporter_from_e
 from .client import RequestError
 from .dataset import DatasetError, load_rows
 from .experiment import ExperimentError, RunSettings, run_experiment
-from .report import REPORT_FILE, RESULT_FILE, variant_table
+from .report import REPORT_FILE, RESULT_FILE, answer_notes, variant_table
 from .results import ExperimentResult
 from .runner import REQUESTS_FILE
 from .scorers import ScorerError
@@ -96,6 +96,8 @@ def _publish_outcome(reporter: Reporter, settings: RunSettings) -> None:
 
 def _print_outcome(job: ExperimentJob, result: ExperimentResult, settings: RunSettings) -> None:
     print(variant_table(job.config, result))
+    for note in answer_notes(job.config, result):
+        print(f"note: {note}")
     print()
     print(f"{'winner: ' + result.winner if result.winner else 'no winner'} — {result.summary}")
     print(f"wrote {settings.output_dir / RESULT_FILE} and {settings.output_dir / REPORT_FILE}")

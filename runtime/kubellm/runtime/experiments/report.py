@@ -1,7 +1,8 @@
 """The experiment's artifacts: ``result.json`` (the status payload) and a human report.
 
-``report.md`` holds the verdict, a per-variant table (means with intervals, success rate,
-latency, tokens), the comparisons with the control and how the numbers were computed;
+``report.md`` holds the verdict, a per-variant table (means with intervals, success rate, answers
+cut off by the token limit, answers without an extractable answer, latency, tokens), notes on
+those counts, the comparisons with the control and how the numbers were computed;
 ``scores.png`` charts the primary metric with its interval per variant when matplotlib is
 installed (it is optional: without it the report says so and everything else is written).
 """
@@ -22,6 +23,7 @@ __all__ = [
     "REPORT_FILE",
     "RESULT_FILE",
     "ReportContext",
+    "answer_notes",
     "comparison_table",
     "variant_table",
     "write_chart",
@@ -85,17 +87,50 @@ def variant_table(config: ExperimentConfig, result: ExperimentResult) -> str:
     others = [s.name for s in config.scorers if s.name != primary]
     if primary != "score":
         others.insert(0, "score")
-    head = ["variant", "style", f"{primary} (CI)", *others, "answers", "success", "p50 s", "tokens out"]
+    head = [
+        *("variant", "style", f"{primary} (CI)", *others),
+        *("answers", "success", "cut off", "no answer", "p50 s", "tokens out"),
+    ]
     styles = {variant.name: variant.style for variant in config.variants}
     lines = [_row(head), _row(["---"] * len(head))]
     for item in result.results:
         mark = " (winner)" if item.name == result.winner else ""
         cells = [f"{item.name}{mark}", styles.get(item.name, "-"), _with_interval(_metric(item, primary))]
         cells += [_number(m.mean) if (m := _metric(item, name)) else "-" for name in others]
-        cells += [str(item.samples), _success(item), _number(item.latency_p50_seconds)]
+        cells += [str(item.samples), _success(item), _count(item.cut_off), _count(item.unextracted)]
+        cells.append(_number(item.latency_p50_seconds))
         cells.append("-" if item.completion_tokens is None else str(item.completion_tokens))
         lines.append(_row(cells))
     return "\n".join(lines)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def answer_notes(config: ExperimentConfig, result: ExperimentResult) -> list[str]:
+    """One line per variant with answers cut off or without an extractable answer: why they scored low."""
+    variants = {variant.name: variant for variant in config.variants}
+    notes = []
+    for item in result.results:
+        variant = variants.get(item.name)
+        if variant is None:
+            continue
+        answered = item.samples - item.errors
+        if item.cut_off:
+            limit, own = variant.max_tokens or config.generation.max_tokens, variant.max_tokens is not None
+            notes.append(
+                f"{item.name}: {item.cut_off} of {answered} answers were cut off at the token limit ({limit} "
+                f"tokens) and may lack their final answer; raise {'its ' if own else 'generation.'}maxTokens "
+                "or ask for a shorter answer"
+            )
+        if item.unextracted:
+            looked_for = "its extract pattern found nothing" if variant.extract else "no final 'Answer:' line found"
+            notes.append(
+                f"{item.name}: no answer in {item.unextracted} of {answered} answers ({looked_for}); "
+                "they score as empty answers"
+            )
+    return notes
 
 
 def _comparison_cells(comparison: VariantComparison) -> list[str]:
@@ -152,6 +187,10 @@ def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path) 
     return True
 
 
+def _bullets(notes: Sequence[str]) -> list[str]:
+    return [*(f"- {note}" for note in notes), ""] if notes else []
+
+
 def _method(config: ExperimentConfig) -> str:
     correction = {"holm": "Holm", "bonferroni": "Bonferroni", "none": "no"}[config.correction]
     return (
@@ -159,7 +198,9 @@ def _method(config: ExperimentConfig) -> str:
         f"Means carry {100 * (1 - float(config.alpha)):g}% intervals (Wilson for 0/1 rates, BCa bootstrap "
         "otherwise). Each variant is compared with the control by a paired t-test on the row differences, "
         f"with {correction} correction across the comparisons; a winner is declared only when it is "
-        f"significantly best at alpha {config.alpha}. A failed request scores 0 on every quality scorer. "
+        f"significantly best at alpha {config.alpha}. A failed request scores 0 on every quality scorer, "
+        "and so does an answer from which the variant's extraction found no answer ('no answer'); "
+        "'cut off' counts answers that stopped at the token limit (finish_reason length). "
         "The sample size was fixed by the spec before the run."
     )
 
@@ -182,6 +223,7 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
         "",
         variant_table(config, result),
         "",
+        *_bullets(answer_notes(config, result)),
         "## Comparisons with the control",
         "",
         comparison_table(result),

@@ -2,13 +2,15 @@
 
 The result is the status payload the operator copies into a PromptExperiment's status
 (``progress``, ``results``, ``comparisons``, ``winner``, ``summary``), built from the runtime's
-report models in :mod:`kubellm.runtime.config`.
+report models in :mod:`kubellm.runtime.config`. Besides the scores, each variant counts its
+answers that were cut off by the token limit and those in which its extraction found no answer:
+both score low for a reason the scores alone do not show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated
 
@@ -58,6 +60,8 @@ class ScoreTable:
     variants: tuple[str, ...]
     metrics: Mapping[str, FloatArray]
     lower_is_better: frozenset[str]
+    unextracted: Mapping[str, int] = field(default_factory=dict)
+    """Per variant with an extraction rule: answered requests in which it found no answer."""
 
     def row_values(self, metric: str, variant: str) -> FloatArray:
         """Per-row means over the samples (NaN for a row with no value)."""
@@ -78,28 +82,23 @@ def score_requests(
     """Grade every answer with every scorer, plus the weighted ``score``."""
     names = tuple(variant.name for variant in config.variants)
     keys = [RequestKey(v, r, s) for v in names for r in range(len(rows)) for s in range(config.samples)]
-    answers = _answers(keys, rows, templates, records)
+    chosen = [records[key] for key in keys]
+    extracted = [templates[key.variant].answer(record.output or "") for key, record in zip(keys, chosen, strict=True)]
+    answers = Answers(
+        texts=[text or "" for text in extracted],
+        references=[rows[key.row].expected for key in keys],
+        latencies=[None if record.failed else record.latency_seconds for record in chosen],
+        failed=[record.failed for record in chosen],
+    )
     shape = (len(names), len(rows), config.samples)
     columns = {scorer.name: score_answers(scorer, answers) for scorer in config.scorers}
     metrics = {name: column.reshape(shape) for name, column in columns.items()}
     metrics[COMBINED_SCORE] = combined_score(columns, config.scorers).reshape(shape)
     slower = frozenset(scorer.name for scorer in config.scorers if scorer.type == "latency")
-    return ScoreTable(variants=names, metrics=metrics, lower_is_better=slower)
-
-
-def _answers(
-    keys: Sequence[RequestKey],
-    rows: Sequence[DatasetRow],
-    templates: Mapping[str, VariantTemplate],
-    records: Mapping[RequestKey, RequestRecord],
-) -> Answers:
-    chosen = [records[key] for key in keys]
-    return Answers(
-        texts=[templates[key.variant].answer(record.output or "") for key, record in zip(keys, chosen, strict=True)],
-        references=[rows[key.row].expected for key in keys],
-        latencies=[None if record.failed else record.latency_seconds for record in chosen],
-        failed=[record.failed for record in chosen],
-    )
+    found = zip(keys, chosen, extracted, strict=True)
+    missing = [key.variant for key, record, text in found if not record.failed and text is None]
+    unextracted = {name: missing.count(name) for name in names if templates[name].extract is not None}
+    return ScoreTable(variants=names, metrics=metrics, lower_is_better=slower, unextracted=unextracted)
 
 
 def _summary(name: str, values: FloatArray, alpha: float) -> MetricSummary | None:
@@ -109,9 +108,17 @@ def _summary(name: str, values: FloatArray, alpha: float) -> MetricSummary | Non
     return MetricSummary(name=name, mean=interval.mean, ci_low=interval.low, ci_high=interval.high)
 
 
-def _token_total(records: Sequence[RequestRecord], field: str) -> int | None:
-    counts = [getattr(record, field) for record in records if getattr(record, field) is not None]
+def _token_total(records: Sequence[RequestRecord], name: str) -> int | None:
+    counts = [getattr(record, name) for record in records if getattr(record, name) is not None]
     return int(sum(counts)) if counts else None
+
+
+def _cut_off(records: Sequence[RequestRecord]) -> int | None:
+    """Answers that stopped at the token limit; None when the server gave no finish reason at all."""
+    reasons = [record.finish_reason for record in records if not record.failed]
+    if all(reason is None for reason in reasons):
+        return None
+    return sum(reason == "length" for reason in reasons)
 
 
 def _variant_result(table: ScoreTable, variant: str, records: Sequence[RequestRecord], alpha: float) -> VariantResult:
@@ -127,6 +134,8 @@ def _variant_result(table: ScoreTable, variant: str, records: Sequence[RequestRe
         latency_p95_seconds=float(np.percentile(latencies, 95)) if latencies else None,
         prompt_tokens=_token_total(records, "prompt_tokens"),
         completion_tokens=_token_total(records, "completion_tokens"),
+        cut_off=_cut_off(records),
+        unextracted=table.unextracted.get(variant),
     )
 
 

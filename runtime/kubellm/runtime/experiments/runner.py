@@ -114,9 +114,9 @@ def plan_requests(
         for sample in range(config.samples):
             for variant in config.variants:
                 model = variant.model or default_model
-                body = request_body(
-                    api, model, prompts[variant.name], config.generation, seed_for(config, row_index, sample)
-                )
+                seed = seed_for(config, row_index, sample)
+                prompt, budget = prompts[variant.name], variant.max_tokens
+                body = request_body(api, model, prompt, config.generation, seed, max_tokens=budget)
                 key = RequestKey(variant.name, row_index, sample)
                 planned.append(PlannedRequest(key=key, body=body, fingerprint=_fingerprint(body)))
     return planned

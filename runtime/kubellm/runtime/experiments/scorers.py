@@ -1,7 +1,9 @@
 """Scorers: how one answer is graded, and the weighted score that combines them.
 
 Every quality scorer returns a value in [0, 1] (1 is best): exact and contains compare the
-normalised answer with the row's expected text, regex and json check the answer alone,
+normalised answer with the row's expected text (:mod:`.answers`: case, punctuation, articles,
+whitespace and number words do not count; contains matches whole words), regex and json check
+the answer alone,
 rouge (ROUGE-L F1, ``rouge-score``), bleu (sentence BLEU / 100, ``sacrebleu``) and similarity
 (cosine of MiniLM sentence embeddings, clipped at 0) measure closeness to the reference. The
 latency scorer reports seconds (lower is better); in the weighted score it counts as
@@ -20,7 +22,6 @@ import importlib.util
 import json
 import os
 import re
-import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,6 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from kubellm.runtime.config import Scorer
+
+from .answers import contains_words, normalise_answer
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -59,7 +62,6 @@ ANSWER_SCORERS = ("exact", "contains", "regex", "json", "rouge", "bleu")
 """Scorer types graded one answer at a time (similarity is batched, latency is a measurement)."""
 
 FloatArray = npt.NDArray[np.float64]
-_EDGE_PUNCTUATION = string.punctuation + string.whitespace + "\u201c\u201d\u2018\u2019"
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
@@ -78,9 +80,8 @@ class Answers:
 
 
 def normalise(text: str, case_sensitive: bool = False) -> str:
-    """Collapse whitespace, drop surrounding punctuation and quotes, fold case unless asked not to."""
-    collapsed = " ".join(text.split()).strip(_EDGE_PUNCTUATION)
-    return collapsed if case_sensitive else collapsed.casefold()
+    """The answer as compared: words without case, punctuation or articles, numbers as digits."""
+    return normalise_answer(text, case_sensitive)
 
 
 def exact_match(answer: str, expected: str, case_sensitive: bool = False) -> float:
@@ -89,8 +90,8 @@ def exact_match(answer: str, expected: str, case_sensitive: bool = False) -> flo
 
 
 def contains(answer: str, expected: str, case_sensitive: bool = False) -> float:
-    """1 when the normalised expected text occurs in the normalised answer."""
-    return float(normalise(expected, case_sensitive) in normalise(answer, case_sensitive))
+    """1 when the normalised expected text occurs in the normalised answer as whole words."""
+    return float(contains_words(normalise(answer, case_sensitive), normalise(expected, case_sensitive)))
 
 
 def regex_match(answer: str, pattern: re.Pattern[str]) -> float:

@@ -5,18 +5,21 @@ Python internals and a typo fails loudly instead of sending an empty string to t
 template sees ``input`` (the row's input), ``vars`` (the row's extra variables, as
 ``vars.<name>``) and ``examples`` (the variant's few-shot examples, each with ``input`` and
 ``output``); the row's expected answer is never visible. Every error names the variant and, for
-undefined variables, the variable (``vars.city``) and the row.
+undefined variables, the variable (``vars.city``) and the row. A variant with ``examplesAs:
+messages`` sends its examples as earlier turns instead: the template rendered with each example's
+input, answered by its output.
 
 A chain-of-thought variant scores only its final answer: the variant's ``extract`` pattern, or by
-default the text after the last ``Answer:``.
+default the text after the last answer marker (:func:`.answers.final_answer`). An output where
+nothing is found has no answer: it scores as empty and is counted.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 from jinja2 import meta
@@ -24,9 +27,11 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from kubellm.runtime.config import DatasetRow, PromptVariant
 
+from .answers import final_answer
+
 __all__ = [
-    "CHAIN_OF_THOUGHT_ANSWER",
     "TEMPLATE_VARIABLES",
+    "Extractor",
     "RenderedPrompt",
     "TemplateError",
     "VariantTemplate",
@@ -35,8 +40,8 @@ __all__ = [
 ]
 
 TEMPLATE_VARIABLES = ("examples", "input", "vars")
-CHAIN_OF_THOUGHT_ANSWER = "answer\\s*[:\uff1a]\\s*(.+)"
-"""Default extraction rule of chain-of-thought variants: the text after the last ``Answer:``."""
+Extractor = Callable[[str], str | None]
+"""The scored part of an output, or None when it has none."""
 
 
 class TemplateError(ValueError):
@@ -69,19 +74,23 @@ class _NamedUndefined(jinja2.StrictUndefined):
 
 @dataclass(frozen=True)
 class RenderedPrompt:
-    """One rendered request: an optional system message and the user message."""
+    """One rendered request: an optional system message, earlier (user, assistant) turns, the user message."""
 
     system: str | None
     user: str
+    turns: tuple[tuple[str, str], ...] = ()
 
     def messages(self) -> list[dict[str, str]]:
         """Chat API messages."""
         head = [] if self.system is None else [{"role": "system", "content": self.system}]
+        for asked, answered in self.turns:
+            head += [{"role": "user", "content": asked}, {"role": "assistant", "content": answered}]
         return [*head, {"role": "user", "content": self.user}]
 
     def prompt(self) -> str:
-        """Completions API prompt: the system text, if any, goes first."""
-        return self.user if self.system is None else f"{self.system}\n\n{self.user}"
+        """Completions API prompt: the system text, then each turn as a paragraph, then the user text."""
+        head = [] if self.system is None else [self.system]
+        return "\n\n".join([*head, *(f"{asked}\n{answered}" for asked, answered in self.turns), self.user])
 
 
 def _environment() -> SandboxedEnvironment:
@@ -96,17 +105,31 @@ class VariantTemplate:
     user: jinja2.Template
     system: jinja2.Template | None
     examples: tuple[Mapping[str, str], ...]
-    extract: re.Pattern[str] | None
+    extract: Extractor | None
+    examples_as: Literal["template", "messages"] = "template"
 
     def render(self, row: DatasetRow, row_number: int) -> RenderedPrompt:
         """Render for one row (``row_number`` counts from 1, for messages)."""
-        context = {
-            "input": row.input,
+        context = self._context(row.input, row)
+        system = None if self.system is None else self._render("system", self.system, context, row_number)
+        user = self._render("template", self.user, context, row_number)
+        return RenderedPrompt(system=system, user=user, turns=self._turns(row, row_number))
+
+    def _context(self, text: str, row: DatasetRow) -> dict[str, Any]:
+        return {
+            "input": text,
             "vars": _Namespace("vars", row.vars),
             "examples": [_Namespace(f"examples[{i}]", example) for i, example in enumerate(self.examples)],
         }
-        system = None if self.system is None else self._render("system", self.system, context, row_number)
-        return RenderedPrompt(system=system, user=self._render("template", self.user, context, row_number))
+
+    def _turns(self, row: DatasetRow, row_number: int) -> tuple[tuple[str, str], ...]:
+        """The examples as earlier exchanges, when the variant sends them as messages."""
+        if self.examples_as != "messages":
+            return ()
+        return tuple(
+            (self._render("template", self.user, self._context(e["input"], row), row_number), e["output"])
+            for e in self.examples
+        )
 
     def _render(self, field: str, template: jinja2.Template, context: Mapping[str, Any], row_number: int) -> str:
         try:
@@ -118,19 +141,20 @@ class VariantTemplate:
         except (jinja2.TemplateError, TypeError, ValueError) as error:
             raise TemplateError(f"variant {self.name!r}: {field} failed on dataset row {row_number}: {error}") from None
 
-    def answer(self, output: str) -> str:
-        """The part of ``output`` that is scored."""
-        return output if self.extract is None else extract_answer(output, self.extract)
+    def answer(self, output: str) -> str | None:
+        """The part of ``output`` that is scored; None when the extraction finds nothing in it."""
+        return output if self.extract is None else self.extract(output)
 
 
-def extract_answer(output: str, pattern: re.Pattern[str]) -> str:
-    """The first group (or whole match) of the last match of ``pattern``; empty when none matches."""
+def extract_answer(output: str, pattern: re.Pattern[str]) -> str | None:
+    """The first group (or whole match) of the last match of ``pattern``; None when none matches or it is blank."""
     last = None
     for last in pattern.finditer(output):  # noqa: B007 - keep the last match
         pass
     if last is None:
-        return ""
-    return (last.group(1) if pattern.groups else last.group(0)).strip()
+        return None
+    found = (last.group(1) if pattern.groups else last.group(0)) or ""
+    return found.strip() or None
 
 
 def _compile(env: SandboxedEnvironment, variant: str, field: str, source: str) -> jinja2.Template:
@@ -149,16 +173,14 @@ def _compile(env: SandboxedEnvironment, variant: str, field: str, source: str) -
     return env.from_string(source)
 
 
-def _extraction(variant: PromptVariant) -> re.Pattern[str] | None:
-    source = variant.extract
-    if source is None and variant.style == "chainOfThought":
-        source = CHAIN_OF_THOUGHT_ANSWER
-    if source is None:
-        return None
+def _extraction(variant: PromptVariant) -> Extractor | None:
+    if variant.extract is None:
+        return final_answer if variant.style == "chainOfThought" else None
     try:
-        return re.compile(source, re.IGNORECASE if variant.extract is None else 0)
+        pattern = re.compile(variant.extract)
     except re.error as error:
         raise TemplateError(f"variant {variant.name!r}: extract is not a valid regular expression: {error}") from None
+    return lambda output: extract_answer(output, pattern)
 
 
 def compile_variant(variant: PromptVariant, env: SandboxedEnvironment | None = None) -> VariantTemplate:
@@ -170,6 +192,7 @@ def compile_variant(variant: PromptVariant, env: SandboxedEnvironment | None = N
         system=None if variant.system is None else _compile(env, variant.name, "system", variant.system),
         examples=tuple({"input": e.input, "output": e.output} for e in variant.examples),
         extract=_extraction(variant),
+        examples_as=variant.examples_as,
     )
 
 

@@ -75,6 +75,7 @@ def test_request_body_carries_decimal_strings_as_numbers_and_the_seed() -> None:
         "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}],
     }
     assert request_body("completions", "m", prompt, generation, seed=1)["prompt"] == "S\n\nU"
+    assert request_body("chat", "m", prompt, generation, seed=1, max_tokens=160)["max_tokens"] == 160
 
 
 def test_chat_answer_with_usage_and_cache_bypass_header() -> None:

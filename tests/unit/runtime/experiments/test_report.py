@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from kubellm.runtime.config import ExperimentConfig, ExperimentProgress
-from kubellm.runtime.experiments.report import ReportContext, write_chart, write_report, write_result
+from kubellm.runtime.experiments.report import (
+    ReportContext,
+    answer_notes,
+    variant_table,
+    write_chart,
+    write_report,
+    write_result,
+)
 from kubellm.runtime.experiments.results import ExperimentResult, analyse, score_requests
 from kubellm.runtime.experiments.runner import RequestKey, RequestRecord
 from kubellm.runtime.experiments.templates import compile_variants
@@ -111,3 +118,56 @@ def test_the_chart_is_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
     assert write_chart(_config(), _result(_config()), tmp_path / "scores.png") is False
+
+
+def _counted_config() -> ExperimentConfig:
+    return ExperimentConfig.model_validate(
+        {
+            "variants": [
+                {"name": "plain", "template": "{{ input }}"},
+                {"name": "reasoned", "style": "chainOfThought", "template": "Think. {{ input }}", "maxTokens": 8},
+            ],
+            "dataset": {"rows": [{"input": f"q{i}", "expected": str(i)} for i in range(4)]},
+            "scorers": [{"name": "contains", "type": "contains"}],
+        }
+    )
+
+
+def _counted_records() -> dict[RequestKey, RequestRecord]:
+    """plain: no finish reason from the server; reasoned: two answers cut off, one of them with no answer line."""
+    outputs = [("Answer: 0", "stop"), ("Answer: 1 because", "length"), ("I think the", "length"), ("nothing", "stop")]
+    records = {}
+    for row, (output, reason) in enumerate(outputs):
+        plain = RequestRecord(variant="plain", row=row, sample=0, fingerprint="f", output=str(row))
+        reasoned = RequestRecord(
+            variant="reasoned", row=row, sample=0, fingerprint="f", output=output, finish_reason=reason
+        )
+        records[plain.key], records[reasoned.key] = plain, reasoned
+    failed = RequestRecord(variant="reasoned", row=3, sample=0, fingerprint="f", error="HTTP 500: boom")
+    records[failed.key] = failed  # a failed request is neither cut off nor unextracted
+    return records
+
+
+def test_answers_cut_off_or_without_an_answer_are_counted_not_silent(tmp_path: Path) -> None:
+    config = _counted_config()
+    records = _counted_records()
+    table = score_requests(config, config.dataset.rows, compile_variants(config.variants), records)
+    assert table.unextracted == {"reasoned": 1}
+    assert table.row_values("contains", "reasoned").tolist() == [1.0, 1.0, 0.0, 0.0]
+    result = analyse(config, table, records, ExperimentProgress(completed=8, total=8, percent=100))
+    plain, reasoned = result.results
+    assert (plain.cut_off, plain.unextracted) == (None, None)  # unknown, and nothing to extract
+    assert (reasoned.cut_off, reasoned.unextracted) == (2, 1)
+    payload = json.loads(write_result(result, tmp_path).read_text())
+    assert payload["results"][1]["cutOff"] == 2 and payload["results"][1]["unextracted"] == 1
+    assert "| plain | zeroShot | 1 [" in variant_table(config, result)
+    row = next(line for line in variant_table(config, result).splitlines() if line.startswith("| reasoned"))
+    assert row.split(" | ")[4:8] == ["4", "75%", "2", "1"]  # answers, success, cut off, no answer
+    notes = answer_notes(config, result)
+    assert notes[0].startswith("reasoned: 2 of 3 answers were cut off at the token limit (8 tokens)")
+    assert "raise its maxTokens" in notes[0]
+    assert notes[1] == (
+        "reasoned: no answer in 1 of 3 answers (no final 'Answer:' line found); they score as empty answers"
+    )
+    text = write_report(config, result, ReportContext("demo", "http://llm/v1", "chat", 4), tmp_path).read_text()
+    assert "| cut off | no answer |" in text and f"- {notes[0]}" in text

@@ -65,6 +65,29 @@ def test_a_variant_may_ask_for_its_own_model() -> None:
     assert models == {"a": "m", "b": "adapter-b"}
 
 
+def test_a_variant_may_have_its_own_token_budget() -> None:
+    config = _config(variants=[{"name": "a", "template": "x"}, {"name": "b", "template": "x", "maxTokens": 160}])
+    budgets = {p.key.variant: p.body["max_tokens"] for p in _plan(config)}
+    assert budgets == {"a": config.generation.max_tokens, "b": 160}
+
+
+def test_examples_as_messages_are_sent_as_earlier_turns() -> None:
+    variant = {
+        "name": "b",
+        "style": "fewShot",
+        "template": "{{ input }}",
+        "examples": [{"input": "zero", "output": "0"}],
+        "examplesAs": "messages",
+    }
+    planned = _plan(_config(variants=[{"name": "a", "template": "{{ input }}"}, variant]))
+    messages = next(p.body["messages"] for p in planned if p.key == RequestKey("b", 0, 0))
+    assert messages == [
+        {"role": "user", "content": "zero"},
+        {"role": "assistant", "content": "0"},
+        {"role": "user", "content": "one"},
+    ]
+
+
 def test_request_log_round_trip_and_a_cut_line_is_skipped(tmp_path: Path) -> None:
     log = RequestLog(tmp_path / "requests.jsonl")
     record = RequestRecord(variant="a", row=0, sample=0, fingerprint="f", output="x", latency_seconds=0.1)

@@ -58,6 +58,23 @@ def test_contains() -> None:
     assert contains("PARIS", "paris", case_sensitive=True) == 0.0
 
 
+@pytest.mark.parametrize(
+    ("answer", "expected", "exact", "contained"),
+    [
+        ("The Pacific Ocean.", "Pacific Ocean", 1.0, 1.0),  # articles and punctuation do not count
+        ("Eight.", "8", 1.0, 1.0),  # number words are digits
+        ("An insect has six legs.", "6", 0.0, 1.0),  # a sentence contains the answer
+        ("It has 16 legs.", "6", 0.0, 0.0),  # whole words only: 6 is not in 16
+        ("Parisian", "Paris", 0.0, 0.0),
+        ("1,000", "1000", 1.0, 1.0),
+    ],
+)
+def test_exact_and_contains_on_answers_as_models_write_them(
+    answer: str, expected: str, exact: float, contained: float
+) -> None:
+    assert (exact_match(answer, expected), contains(answer, expected)) == (exact, contained)
+
+
 def test_regex_match() -> None:
     assert regex_match("order #123", re.compile(r"#\d+")) == 1.0
     assert regex_match("no number", re.compile(r"\d")) == 0.0

@@ -33,7 +33,7 @@ def test_the_shipped_example_manifest_loads() -> None:
     job = load_experiment(EXAMPLE)
     assert job.name == "prompt-styles"
     assert [v.name for v in job.config.variants] == ["zero-shot", "few-shot", "chain-of-thought"]
-    assert job.target.model_deployment_ref == {"name": "tiny-llama"} and job.ignored_fields == ()
+    assert job.target.model_deployment_ref == {"name": "smollm2"} and job.ignored_fields == ()
 
 
 def test_a_bare_spec_in_json(tmp_path: Path) -> None:

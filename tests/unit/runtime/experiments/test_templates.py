@@ -80,13 +80,51 @@ def test_chain_of_thought_scores_the_last_answer_line_by_default() -> None:
     template = compile_variant(_variant(style="chainOfThought"))
     output = "The answer: maybe 4? Let me check.\n2 + 3 = 5.\nFinal answer: 5"
     assert template.answer(output) == "5"
-    assert template.answer("no conclusion") == ""
+    assert template.answer("**Final Answer:** Paris.") == "Paris"
+    assert template.answer("no conclusion") is None
 
 
 def test_extract_pattern_takes_the_first_group_or_the_match() -> None:
     assert compile_variant(_variant(extract=r"<b>(.*?)</b>")).answer("x <b>Paris</b> y") == "Paris"
     assert extract_answer("it is 42 or 43", re.compile(r"\d+")) == "43"
     assert compile_variant(_variant()).answer("  raw output ") == "  raw output "
+
+
+def test_an_extract_pattern_that_finds_nothing_gives_no_answer() -> None:
+    template = compile_variant(_variant(style="chainOfThought", extract=r"<b>(.*?)</b>"))
+    assert template.answer("Paris") is None  # the variant's own pattern replaces the default
+    assert template.answer("<b> </b>") is None  # a blank match is no answer either
+    assert template.answer("<b>Paris</b>") == "Paris"
+
+
+def test_examples_as_messages_become_earlier_turns() -> None:
+    variant = _variant(
+        style="fewShot",
+        system="Answer briefly.",
+        template="Q: {{ input }}",
+        examples=[{"input": "1 + 1?", "output": "2"}, {"input": "2 + 2?", "output": "4"}],
+        examplesAs="messages",
+    )
+    prompt = compile_variant(variant).render(ROW, 1)
+    assert prompt.messages() == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Q: 1 + 1?"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "Q: 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": "Q: What is 2 + 3?"},
+    ]
+    assert prompt.prompt() == "Answer briefly.\n\nQ: 1 + 1?\n2\n\nQ: 2 + 2?\n4\n\nQ: What is 2 + 3?"
+
+
+def test_examples_stay_in_the_template_by_default() -> None:
+    variant = _variant(style="fewShot", examples=[{"input": "1 + 1?", "output": "2"}])
+    assert compile_variant(variant).render(ROW, 1).turns == ()
+
+
+def test_examples_as_messages_needs_examples() -> None:
+    with pytest.raises(ValueError, match="examplesAs: messages needs at least one entry in examples"):
+        _variant(examplesAs="messages")
 
 
 def test_invalid_extract_pattern_is_a_template_error() -> None:
