@@ -135,14 +135,6 @@ _FTJ: list[InvalidCase] = [
         "unknownField",
     ),
     InvalidCase(
-        "ftj-lora-missing",
-        "finetunejob",
-        _spec(training={"lora": None}),
-        "spec.training.lora",
-        "cel",
-        message="lora is required when method is lora or qlora",
-    ),
-    InvalidCase(
         "ftj-lora-with-full",
         "finetunejob",
         _spec(training={"method": "full"}),

@@ -198,6 +198,7 @@ ACCEPTED_VARIANTS = {
     ),
     "mdep-cache-off": ("modeldeployment", {"serving": {"cache": {"enabled": False}}}),
     "mdep-cache-enabled-in-process": ("modeldeployment", {"serving": {"cache": {"enabled": True}}}),
+    "ftj-lora-without-settings": ("finetunejob", {"training": {"lora": None}}),
 }
 
 

@@ -289,12 +289,7 @@ class LoraConfig(ConfigModel):
     )
 
 
-_LORA_REQUIRED = CelRule(
-    rule="self.method == 'full' || has(self.lora)",
-    message="lora is required when method is lora or qlora",
-    field_path=".lora",
-    reason="FieldValueRequired",
-)
+_LORA_DEFAULTS = LoraConfig()
 _LORA_FORBIDDEN = CelRule(
     rule="self.method != 'full' || !has(self.lora)",
     message="lora must be omitted when method is full",
@@ -306,13 +301,18 @@ _LORA_FORBIDDEN = CelRule(
 class TrainingConfig(ConfigModel):
     """How to train: the method and its hyper-parameters."""
 
-    cel_rules = (_LORA_REQUIRED, _LORA_FORBIDDEN)
+    cel_rules = (_LORA_FORBIDDEN,)
 
     method: TrainingMethod = Field(
         description="full updates every weight; lora trains small adapters; qlora trains adapters on a "
         "4-bit quantized base model (needs a GPU)."
     )
-    lora: LoraConfig | None = Field(default=None, description="Adapter settings; required for lora and qlora.")
+    lora: LoraConfig | None = Field(
+        default=None,
+        description=f"Adapter settings for lora and qlora; omitted, the defaults (rank {_LORA_DEFAULTS.rank}, "
+        f"alpha {_LORA_DEFAULTS.alpha}, dropout {_LORA_DEFAULTS.dropout}, the model's attention projections). "
+        "Must be omitted for full.",
+    )
     epochs: int = Field(default=1, ge=1, le=1000, description="Passes over the training data.")
     max_steps: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Stop after this many optimizer steps; overrides epochs."
@@ -348,8 +348,7 @@ class TrainingConfig(ConfigModel):
     keep_checkpoints: int = Field(default=2, ge=1, le=100, description="Number of recent checkpoints to keep.")
 
     @model_validator(mode="after")
-    def _lora_matches_method(self) -> TrainingConfig:
-        _error(self.method != "full" and self.lora is None, _LORA_REQUIRED.message)
+    def _no_lora_for_full(self) -> TrainingConfig:
         _error(self.method == "full" and self.lora is not None, _LORA_FORBIDDEN.message)
         return self
 

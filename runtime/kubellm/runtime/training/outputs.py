@@ -15,7 +15,7 @@ from typing import Any
 
 from peft import PeftModel
 
-from kubellm.runtime.config import SearchReport
+from kubellm.runtime.config import LoraConfig, SearchReport
 from kubellm.runtime.models.layout import MERGED_DIR, OutputManifest, write_manifest
 from kubellm.runtime.models.loading import load_model
 from kubellm.runtime.models.sources import HubSource, parse_source
@@ -117,12 +117,16 @@ def _loading_snippet(manifest: OutputManifest) -> str:
     return "base = AutoModelForCausalLM.from_pretrained(base_model)\nmodel = PeftModel.from_pretrained(base, output)"
 
 
+def _lora_rank(job: TrainJob) -> int:
+    return (job.training.lora or LoraConfig()).rank  # no lora block: the defaults, as the trainer used
+
+
 def model_card(figures: FinalFigures, job: TrainJob, manifest: OutputManifest) -> str:
     """A short model card: provenance, data, figures, how to load."""
     numbers = figures.as_dict()
     rows = [
         ("Base model", f"`{job.base_model.uri}`"),
-        ("Method", job.training.method + (f" (rank {job.training.lora.rank})" if job.training.lora else "")),
+        ("Method", job.training.method + (f" (rank {_lora_rank(job)})" if job.training.method != "full" else "")),
         ("Trainable parameters", f"{numbers['trainableParameters']:,} of {numbers['totalParameters']:,}"),
         ("Training rows", f"{figures.train_examples} (+{figures.eval_examples} held out)"),
         ("Steps", str(numbers["steps"])),

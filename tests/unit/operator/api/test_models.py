@@ -75,6 +75,9 @@ def test_wire_names_are_camel_case_and_python_names_work() -> None:
 def test_training_needs_a_method_and_lora_settings_default() -> None:
     with pytest.raises(ValidationError, match="method"):
         TrainingConfig.model_validate({})
+    assert TrainingConfig.model_validate({"method": "lora"}).lora is None  # the runtime uses LoraConfig()
+    with pytest.raises(ValidationError, match="lora must be omitted when method is full"):
+        TrainingConfig.model_validate({"method": "full", "lora": {}})
     training = TrainingConfig.model_validate({"method": "qlora", "lora": {}})
     assert training.lora is not None
     assert (training.lora.rank, training.lora.alpha, training.lora.dropout) == (8, 16, "0.05")

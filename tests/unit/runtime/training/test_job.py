@@ -55,7 +55,7 @@ def test_what_the_operator_writes_parses(tmp_path: Path) -> None:
             json.dumps({**SPEC, "training": {"method": "full", "learningRate": 0.1}}),
             "spec.training.learningRate: Input should be a valid string",
         ),
-        (json.dumps({**SPEC, "training": {"method": "lora"}}), "lora is required when method is lora or qlora"),
+        (json.dumps({**SPEC, "training": {"method": "full", "lora": {}}}), "lora must be omitted when method is full"),
     ],
 )
 def test_bad_files_give_one_line(tmp_path: Path, text: str, message: str) -> None:
