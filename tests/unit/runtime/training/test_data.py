@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from kubellm.runtime.config import DatasetConfig
@@ -80,6 +82,18 @@ def test_csv_and_json_array(tmp_path: Path) -> None:
     json_path = tmp_path / "d.json"
     json_path.write_text(json.dumps([{"prompt": "a", "response": "b"}]))
     assert load_examples(_config(json_path), TOKENIZER) == [Example("d.json: item 1", "a", "b")]
+
+
+def test_parquet_by_its_suffix_or_by_format(tmp_path: Path) -> None:
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    pq.write_table(pa.table({"prompt": ["a", "c"], "response": ["b", "d"]}), tmp_path / "train.parquet")
+    pq.write_table(pa.table({"messages": [messages]}), tmp_path / "chat.rows")
+    assert load_examples(_config(tmp_path / "train.parquet"), TOKENIZER) == [
+        Example("train.parquet: row 1", "a", "b"),
+        Example("train.parquet: row 2", "c", "d"),
+    ]
+    (row,) = read_rows(_config(tmp_path / "chat.rows", format="parquet"))
+    assert row.values == {"messages": messages}  # nested columns come back as plain lists and dicts
 
 
 def test_a_folder_contributes_the_split_files(tmp_path: Path) -> None:
