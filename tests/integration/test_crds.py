@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "crds"
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 EXAMPLE_OBJECTS = {
-    "finetunejob": ("finetunejob", "tiny-llama-lora"),
-    "modeldeployment": ("modeldeployment", "tiny-llama"),
+    "finetunejob": ("finetunejob", "smollm2-dates"),
+    "modeldeployment": ("modeldeployment", "smollm2"),
     "promptexperiment": ("promptexperiment", "prompt-styles"),
 }
 
@@ -137,8 +137,8 @@ def test_examples_apply_and_get_listed_by_category(crds: Cluster, namespace: str
         _apply_example(crds, name, namespace)
     listed = set(crds.kubectl("get", "kubellm", "-n", namespace, "-o", "name").stdout.split())
     assert listed == {
-        "finetunejob.kubellm.io/tiny-llama-lora",
-        "modeldeployment.kubellm.io/tiny-llama",
+        "finetunejob.kubellm.io/smollm2-dates",
+        "modeldeployment.kubellm.io/smollm2",
         "promptexperiment.kubellm.io/prompt-styles",
     }
     short = crds.kubectl("get", "ftj,mdep,pexp", "-n", namespace, "-o", "name").stdout.split()
@@ -227,7 +227,7 @@ def _patch(cluster: Cluster, namespace: str, patch: dict[str, Any]) -> subproces
     return cluster.kubectl(
         "patch",
         "finetunejob",
-        "tiny-llama-lora",
+        "smollm2-dates",
         "-n",
         namespace,
         "--type",
@@ -248,8 +248,18 @@ def _patch(cluster: Cluster, namespace: str, patch: dict[str, Any]) -> subproces
         {"spec": {"output": {"pvc": {"path": "elsewhere"}}}},
         {"spec": {"distributed": {"nodes": 2}}},
         {"spec": {"search": {"parameters": [{"name": "epochs", "type": "int", "low": "1", "high": "3"}]}}},
+        {"spec": {"dataAugmentation": {"mode": "paraphrase"}}},
     ],
-    ids=["learningRate", "baseModel", "dataset", "dataQuality", "output", "distributed", "search-added"],
+    ids=[
+        "learningRate",
+        "baseModel",
+        "dataset",
+        "dataQuality",
+        "output",
+        "distributed",
+        "search-added",
+        "dataAugmentation-added",
+    ],
 )
 def test_training_spec_is_immutable(crds: Cluster, namespace: str, patch: dict[str, Any]) -> None:
     _apply_example(crds, "finetunejob", namespace)
@@ -263,7 +273,7 @@ def test_pod_options_stay_editable(crds: Cluster, namespace: str) -> None:
     patch = {"spec": {"resources": {"limits": {"memory": "3Gi"}}, "backoffLimit": 5}}
     result = _patch(crds, namespace, patch)
     assert result.returncode == 0, result.stderr
-    stored = _get(crds, "finetunejob", "tiny-llama-lora", "-n", namespace)
+    stored = _get(crds, "finetunejob", "smollm2-dates", "-n", namespace)
     assert stored["spec"]["backoffLimit"] == 5
 
 
@@ -292,7 +302,7 @@ def _fine_tune_job_status() -> dict[str, Any]:
                 observed_generation=1,
             ),
         ],
-        job_name="tiny-llama-lora",
+        job_name="smollm2-dates",
         start_time=NOW,
         attempts=2,
         progress=TrainingProgress(
@@ -340,12 +350,12 @@ def _model_deployment_status() -> dict[str, Any]:
         ],
         replicas=2,
         ready_replicas=2,
-        selector="app.kubernetes.io/instance=tiny-llama,app.kubernetes.io/name=kubellm-server",
-        model="pvc://kubellm-models/tiny-llama-lora",
-        served_models=["tiny-llama"],
-        url="http://tiny-llama.default.svc:80/v1",
-        deployment_name="tiny-llama",
-        service_name="tiny-llama",
+        selector="app.kubernetes.io/instance=smollm2,app.kubernetes.io/name=kubellm-server",
+        model="pvc://kubellm-models/smollm2-dates",
+        served_models=["smollm2"],
+        url="http://smollm2.default.svc:80/v1",
+        deployment_name="smollm2",
+        service_name="smollm2",
     ).dump()
 
 
@@ -422,13 +432,11 @@ def test_status_round_trips_without_pruning(crds: Cluster, namespace: str, examp
 
 def test_scale_subresource(crds: Cluster, namespace: str) -> None:
     _apply_example(crds, "modeldeployment", namespace)
-    crds.kubectl("scale", "modeldeployment", "tiny-llama", "-n", namespace, "--replicas=2")
-    assert _get(crds, "modeldeployment", "tiny-llama", "-n", namespace)["spec"]["replicas"] == 2
+    crds.kubectl("scale", "modeldeployment", "smollm2", "-n", namespace, "--replicas=2")
+    assert _get(crds, "modeldeployment", "smollm2", "-n", namespace)["spec"]["replicas"] == 2
     status = json.dumps({"status": _model_deployment_status()})
-    crds.kubectl(
-        "patch", "mdep", "tiny-llama", "-n", namespace, "--subresource=status", "--type", "merge", "-p", status
-    )
-    scale = _get(crds, "mdep", "tiny-llama", "-n", namespace, "--subresource=scale")
+    crds.kubectl("patch", "mdep", "smollm2", "-n", namespace, "--subresource=status", "--type", "merge", "-p", status)
+    scale = _get(crds, "mdep", "smollm2", "-n", namespace, "--subresource=scale")
     assert scale["spec"]["replicas"] == 2
     assert scale["status"]["replicas"] == 2
-    assert scale["status"]["selector"].startswith("app.kubernetes.io/instance=tiny-llama")
+    assert scale["status"]["selector"].startswith("app.kubernetes.io/instance=smollm2")

@@ -34,6 +34,7 @@ __all__ = [
     "ConditionSpec",
     "DeploymentView",
     "finetunejob_status",
+    "finetunejob_waiting",
     "invalid_spec_status",
     "job_outcome",
     "load_status",
@@ -168,6 +169,20 @@ def _ftj_phase(job: Mapping[str, Any] | None, report: ftj.FineTuneJobStatus) -> 
     return phase, _FTJ_FAILURE_REASONS.get(reason, reason), message
 
 
+def finetunejob_waiting(
+    previous: ftj.FineTuneJobStatus, generation: int, message: str, at: datetime
+) -> ftj.FineTuneJobStatus:
+    """Status while the ModelDeployment that augments the data is not Ready (no Job yet)."""
+    wanted = _ftj_conditions("Pending", ftj.REASON_WAITING_FOR_MODEL_DEPLOYMENT, message)
+    return previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": set_conditions(previous, generation, wanted, at),
+            "phase": "Pending",
+        }
+    )
+
+
 def finetunejob_status(
     previous: ftj.FineTuneJobStatus,
     generation: int,
@@ -193,6 +208,7 @@ def finetunejob_status(
         progress=report.progress,
         data_quality=report.data_quality,
         search=report.search,
+        evaluation=report.evaluation,
         output=output if phase == "Succeeded" else None,
     )
 

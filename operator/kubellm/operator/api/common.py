@@ -16,6 +16,7 @@ from kubellm.runtime.config import (
     PVC_ROOT,
     CelRule,
     ConfigModel,
+    LocalObjectReference,
     ModelSource,
     ObjectName,
     ReportModel,
@@ -133,12 +134,6 @@ class StatusBase(ReportModel):
     def condition(self, condition_type: str) -> Condition | None:
         """The condition of this type, if present."""
         return next((c for c in self.conditions if c.type == condition_type), None)
-
-
-class LocalObjectReference(ConfigModel):
-    """A reference to an object of a known kind in the same namespace."""
-
-    name: ObjectName = Field(description="Name of the object, in the same namespace.")
 
 
 class PvcLocation(ConfigModel):

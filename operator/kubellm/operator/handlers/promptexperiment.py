@@ -7,13 +7,9 @@ never gets a new Job.
 
 from __future__ import annotations
 
-from typing import Any
-
 import kopf
 
-from kubellm.operator.api import modeldeployment as mdep_api
 from kubellm.operator.api import promptexperiment as api
-from kubellm.operator.api.common import API_VERSION, CONDITION_READY
 from kubellm.operator.handlers.common import (
     TERMINAL_PHASES,
     Operator,
@@ -24,6 +20,7 @@ from kubellm.operator.handlers.common import (
     publish_status,
     register_kind,
 )
+from kubellm.operator.handlers.servers import ServerNotReadyError, resolve_server
 from kubellm.operator.manifests import promptexperiment as manifests
 from kubellm.operator.manifests.common import Owner
 from kubellm.operator.manifests.reporting import report_name
@@ -32,37 +29,14 @@ from kubellm.operator.status import load_status, now, promptexperiment_status, p
 __all__ = ["reconcile", "register", "resolve_target"]
 
 
-class TargetNotReadyError(Exception):
-    """The target ModelDeployment is missing or not Ready."""
-
-
-def _target_deployment(op: Operator, owner: Owner, name: str, *, need_ready: bool) -> dict[str, Any]:
-    target = op.kube.get(API_VERSION, mdep_api.KIND, owner.namespace, name)
-    if target is None:
-        if need_ready:
-            raise TargetNotReadyError(f"waiting for ModelDeployment {name} to exist")
-        return {"metadata": {"name": name}, "spec": {}}
-    if need_ready:
-        status = mdep_api.ModelDeploymentStatus.model_validate(target.get("status") or {})
-        ready = status.condition(CONDITION_READY)
-        if ready is None or ready.status != "True":
-            raise TargetNotReadyError(
-                f"waiting for ModelDeployment {name} to be Ready ({ready.reason if ready else 'no status yet'})"
-            )
-    return target
-
-
 def resolve_target(op: Operator, owner: Owner, spec: api.PromptExperimentSpec, *, need_ready: bool) -> tuple[str, str]:
     """(endpoint base URL, model name) the experiment sends requests to."""
     ref = spec.target.model_deployment_ref
     if ref is None:
         assert spec.target.url is not None  # the spec validator guarantees one target
         return spec.target.url, spec.target.model or "default"
-    target = _target_deployment(op, owner, ref.name, need_ready=need_ready)
-    target_spec = target.get("spec") or {}
-    port = (target_spec.get("service") or {}).get("port", 80)
-    model = spec.target.model or target_spec.get("servedModelName") or ref.name
-    return f"http://{ref.name}.{owner.namespace}.svc:{port}/v1", model
+    server = resolve_server(op, owner.namespace, ref.name, spec.target.model, need_ready=need_ready)
+    return server.url, server.model
 
 
 def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> Wait | None:
@@ -77,7 +51,7 @@ def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Log
         return None  # the Job is gone after the run; status keeps the results
     try:
         endpoint, model = resolve_target(op, owner, spec, need_ready=job is None)
-    except TargetNotReadyError as waiting:
+    except ServerNotReadyError as waiting:
         publish_status(op, api.KIND, body, patch, promptexperiment_waiting(previous, generation, str(waiting), now()))
         return Wait(str(waiting), op.settings.wait_seconds)
     children = manifests.build_children(owner, spec, endpoint, model, op.settings.image)

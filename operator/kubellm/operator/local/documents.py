@@ -38,7 +38,7 @@ __all__ = [
 
 DEFAULT_NAMESPACE = "default"
 KINDS: dict[str, KindInfo] = {info.kind: info for info in (ftj.INFO, mdep.INFO, pexp.INFO)}
-"""The kinds ``kubellm run`` runs, in dependency order."""
+"""The kinds ``kubellm run`` runs, in their usual dependency order (a reference can reorder two resources)."""
 SUFFIXES = (".yaml", ".yml", ".json")
 NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_ERRORS_PER_RESOURCE = 5
@@ -199,25 +199,56 @@ def _add(result: ManifestSet, source: str, body: dict[str, Any]) -> None:
         result.skipped.append(f"{kind} {name} ({source}): nothing to run locally")
 
 
+def _references(resource: Resource) -> list[tuple[str, str]]:
+    """(kind, name) of the resources this one needs first."""
+    spec = resource.spec
+    if resource.kind == mdep.KIND:
+        refs = [spec.fine_tune_job_ref, *(a.fine_tune_job_ref for a in spec.adapters)]
+        return [(ftj.KIND, ref.name) for ref in refs if ref is not None]
+    if resource.kind == pexp.KIND:
+        target = spec.target.model_deployment_ref
+        return [(mdep.KIND, target.name)] if target is not None else []
+    augmentation = spec.data_augmentation
+    ref = augmentation.model_deployment_ref if augmentation is not None else None
+    return [(mdep.KIND, ref.name)] if ref is not None else []
+
+
+_MISSING_HINTS = {
+    (
+        mdep.KIND,
+        ftj.KIND,
+    ): "serves FineTuneJob {name}, which is not among the manifests (add it, or give spec.model.uri)",
+    (pexp.KIND, mdep.KIND): "targets ModelDeployment {name}, which is not among the manifests "
+    "(add it, or give spec.target.url)",
+    (ftj.KIND, mdep.KIND): "augments its data with ModelDeployment {name}, which is not among the manifests "
+    "(add it, or leave out dataAugmentation.modelDeploymentRef to generate with the base model)",
+}
+
+
 def _reference_problems(manifests: ManifestSet) -> list[str]:
     problems = []
-    for resource in manifests.of_kind(mdep.KIND):
-        spec: mdep.ModelDeploymentSpec = resource.spec
-        refs = [spec.fine_tune_job_ref, *(a.fine_tune_job_ref for a in spec.adapters)]
-        for ref in (r for r in refs if r is not None):
-            if manifests.find(ftj.KIND, resource.namespace, ref.name) is None:
-                problems.append(
-                    f"{resource.source}: ModelDeployment {resource.name} serves FineTuneJob {ref.name}, "
-                    "which is not among the manifests (add it, or give spec.model.uri)"
-                )
-    for resource in manifests.of_kind(pexp.KIND):
-        target = resource.spec.target.model_deployment_ref
-        if target is not None and manifests.find(mdep.KIND, resource.namespace, target.name) is None:
-            problems.append(
-                f"{resource.source}: PromptExperiment {resource.name} targets ModelDeployment {target.name}, "
-                "which is not among the manifests (add it, or give spec.target.url)"
-            )
+    for resource in manifests.resources:
+        for kind, name in _references(resource):
+            if manifests.find(kind, resource.namespace, name) is None:
+                hint = _MISSING_HINTS[resource.kind, kind].format(name=name)
+                problems.append(f"{resource.source}: {resource.kind} {resource.name} {hint}")
     return problems
+
+
+def _dependency_order(resources: list[Resource]) -> list[Resource]:
+    """Every resource after those it references; otherwise kind order, then file order."""
+    rank = {id(r): (list(KINDS).index(r.kind), index) for index, r in enumerate(resources)}
+    placed: list[Resource] = []
+    waiting = sorted(resources, key=lambda r: rank[id(r)])
+    while waiting:
+        done = {(r.kind, r.namespace, r.name) for r in placed}
+        ready = next((r for r in waiting if all((k, r.namespace, n) in done for k, n in _references(r))), None)
+        if ready is None:
+            names = ", ".join(f"{r.kind} {r.name}" for r in waiting)
+            raise ManifestError(f"these resources reference each other in a cycle: {names}")
+        placed.append(ready)
+        waiting.remove(ready)
+    return placed
 
 
 def load_manifests(paths: Sequence[Path]) -> ManifestSet:
@@ -233,11 +264,10 @@ def load_manifests(paths: Sequence[Path]) -> ManifestSet:
                 errors.append(str(error))
     if errors:
         raise ManifestError("\n".join(errors))
-    order = list(KINDS)
-    result.resources.sort(key=lambda r: order.index(r.kind))
     problems = _reference_problems(result)
     if problems:
         raise ManifestError("\n".join(problems))
+    result.resources = _dependency_order(result.resources)
     if not result.resources:
         raise ManifestError(f"no FineTuneJob, ModelDeployment or PromptExperiment in {', '.join(map(str, paths))}")
     return result

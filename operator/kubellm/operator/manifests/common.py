@@ -8,7 +8,8 @@ Runtime pod contract (the runtime image reads this):
 - ``pvc://<claim>/<path>`` URIs resolve to ``$KUBELLM_PVC_ROOT/<claim>/<path>``; every claim a
   spec names is mounted there (read-only unless the pod writes its output to it).
 - Secrets arrive as environment variables from ``secretKeyRef`` (the operator never reads them):
-  ``HF_TOKEN``, ``KUBELLM_API_KEY``, ``KUBELLM_REDIS_PASSWORD``, ``KUBELLM_TARGET_API_KEY``.
+  ``HF_TOKEN``, ``KUBELLM_API_KEY``, ``KUBELLM_REDIS_PASSWORD``, ``KUBELLM_TARGET_API_KEY``,
+  ``KUBELLM_AUGMENTATION_API_KEY``.
 - Reports go into a ConfigMap (see :mod:`kubellm.operator.manifests.reporting`).
 """
 

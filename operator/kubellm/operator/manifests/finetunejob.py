@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from kubellm.operator.api.common import SecretKeyRef
 from kubellm.operator.api.finetunejob import FineTuneJobSpec
 from kubellm.operator.manifests.common import (
     CONFIG_DIR,
@@ -21,9 +23,11 @@ from kubellm.operator.manifests.common import (
     secret_env,
 )
 from kubellm.operator.manifests.reporting import build_report_children, report_env, report_name
+from kubellm.runtime.config import AUGMENTATION_API_KEY_ENV, AugmentationServer
 
 __all__ = [
     "COMPONENT",
+    "AugmentationEndpoint",
     "build_children",
     "build_training_config_map",
     "build_training_job",
@@ -34,6 +38,14 @@ __all__ = [
 ]
 
 COMPONENT = "training"
+
+
+@dataclass(frozen=True)
+class AugmentationEndpoint:
+    """The server ``dataAugmentation.modelDeploymentRef`` resolved to, and the Secret key of its API key."""
+
+    server: AugmentationServer
+    api_key_secret_ref: SecretKeyRef | None = None
 
 
 def config_map_name(owner: Owner) -> str:
@@ -56,8 +68,12 @@ def output_uri(owner: Owner, spec: FineTuneJobSpec) -> str:
     return f"pvc://{spec.output.pvc.claim_name}/{output_path(owner, spec)}"
 
 
-def training_config(spec: FineTuneJobSpec) -> dict[str, Any]:
-    """What ``kubellm train --config`` reads: the runtime sections of the spec, as the runtime models dump them."""
+def training_config(spec: FineTuneJobSpec, augmentation: AugmentationEndpoint | None = None) -> dict[str, Any]:
+    """What ``kubellm train --config`` reads: the runtime sections of the spec, as the runtime models dump them.
+
+    A ``dataAugmentation.modelDeploymentRef`` needs its resolved ``augmentation`` endpoint: the pod
+    reads the server's URL and model name from ``augmentationServer``.
+    """
     document: dict[str, Any] = {
         "baseModel": spec.base_model.dump(),
         "dataset": spec.dataset.dump(),
@@ -67,23 +83,37 @@ def training_config(spec: FineTuneJobSpec) -> dict[str, Any]:
     }
     if spec.search is not None:
         document["search"] = spec.search.dump()
+    if spec.evaluation is not None:
+        document["evaluation"] = spec.evaluation.dump()
+    if spec.data_augmentation is not None:
+        document["dataAugmentation"] = spec.data_augmentation.dump()
+        if spec.data_augmentation.model_deployment_ref is not None:
+            if augmentation is None:
+                raise ValueError("dataAugmentation.modelDeploymentRef has to be resolved to a server first")
+            document["augmentationServer"] = augmentation.server.dump()
     return document
 
 
-def build_training_config_map(owner: Owner, spec: FineTuneJobSpec) -> dict[str, Any]:
+def build_training_config_map(
+    owner: Owner, spec: FineTuneJobSpec, augmentation: AugmentationEndpoint | None = None
+) -> dict[str, Any]:
     """The ConfigMap holding the training configuration."""
-    return config_map(owner, config_map_name(owner), COMPONENT, training_config(spec))
+    return config_map(owner, config_map_name(owner), COMPONENT, training_config(spec, augmentation))
 
 
-def _env(owner: Owner, spec: FineTuneJobSpec) -> list[dict[str, Any]]:
+def _env(owner: Owner, spec: FineTuneJobSpec, augmentation: AugmentationEndpoint | None) -> list[dict[str, Any]]:
     token = spec.base_model.token_secret_ref or spec.dataset.token_secret_ref
     env = secret_env("HF_TOKEN", token)
     if spec.dataset.token_secret_ref and spec.dataset.token_secret_ref != token:
         env += secret_env("HF_DATASET_TOKEN", spec.dataset.token_secret_ref)
+    if augmentation is not None:
+        env += secret_env(AUGMENTATION_API_KEY_ENV, augmentation.api_key_secret_ref)
     return [*env, *report_env(owner)]
 
 
-def build_training_job(owner: Owner, spec: FineTuneJobSpec, image: str) -> dict[str, Any]:
+def build_training_job(
+    owner: Owner, spec: FineTuneJobSpec, image: str, augmentation: AugmentationEndpoint | None = None
+) -> dict[str, Any]:
     """The Job: one pod running ``kubellm train``, writing into the output claim."""
     claim = spec.output.pvc.claim_name
     read_claims = pvc_claims([spec.base_model.uri, spec.dataset.uri])
@@ -95,8 +125,8 @@ def build_training_job(owner: Owner, spec: FineTuneJobSpec, image: str) -> dict[
         "--output",
         f"{PVC_ROOT}/{claim}/{output_path(owner, spec)}",
     ]
-    container = runtime_container(spec, image, args, _env(owner, spec), mounts)
-    cm_hash = config_hash(build_training_config_map(owner, spec)["data"])
+    container = runtime_container(spec, image, args, _env(owner, spec, augmentation), mounts)
+    cm_hash = config_hash(build_training_config_map(owner, spec, augmentation)["data"])
     template = {
         "metadata": {
             "labels": metadata(owner, "", COMPONENT)["labels"],
@@ -123,10 +153,12 @@ def build_training_job(owner: Owner, spec: FineTuneJobSpec, image: str) -> dict[
     }
 
 
-def build_children(owner: Owner, spec: FineTuneJobSpec, image: str) -> list[dict[str, Any]]:
+def build_children(
+    owner: Owner, spec: FineTuneJobSpec, image: str, augmentation: AugmentationEndpoint | None = None
+) -> list[dict[str, Any]]:
     """Every child, in the order they must exist (the Job last: its pod needs the rest)."""
     return [
-        build_training_config_map(owner, spec),
+        build_training_config_map(owner, spec, augmentation),
         *build_report_children(owner, COMPONENT),
-        build_training_job(owner, spec, image),
+        build_training_job(owner, spec, image, augmentation),
     ]

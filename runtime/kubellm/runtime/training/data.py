@@ -35,7 +35,17 @@ from kubellm.runtime.models.sources import DummySource, HubSource, ModelSourceEr
 from kubellm.runtime.training.errors import DatasetError
 from kubellm.runtime.training.synthetic import synthetic_rows
 
-__all__ = ["FORMATS", "Example", "RawRow", "load_examples", "read_rows", "to_examples"]
+__all__ = [
+    "FORMATS",
+    "MESSAGES_FIELD",
+    "Example",
+    "RawRow",
+    "chat_row",
+    "load_examples",
+    "read_rows",
+    "render_chat",
+    "to_examples",
+]
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 MESSAGES_FIELD = "messages"
@@ -188,12 +198,17 @@ def to_examples(rows: list[RawRow], config: DatasetConfig, tokenizer: Any) -> li
     return [_to_example(row, config, tokenizer) for row in rows]
 
 
+def chat_row(values: dict[str, Any], config: DatasetConfig) -> bool:
+    """Whether a row is a chat (a ``messages`` column and no prompt column)."""
+    return MESSAGES_FIELD in values and config.prompt_field not in values
+
+
 def _to_example(row: RawRow, config: DatasetConfig, tokenizer: Any) -> Example:
     if row.values is None:
         return Example(row.location, "", "")
     if config.text_field is not None:
         return Example(row.location, "", _text(row, config.text_field))
-    if MESSAGES_FIELD in row.values and config.prompt_field not in row.values:
+    if chat_row(row.values, config):
         return _chat_example(row, tokenizer)
     return Example(row.location, _text(row, config.prompt_field), _text(row, config.response_field))
 
@@ -217,8 +232,8 @@ def _chat_example(row: RawRow, tokenizer: Any) -> Example:
         return Example(row.location, "", "")
     if messages[-1]["role"] != "assistant":
         raise DatasetError(f"{row.location}: the last message must be the assistant's (the trained answer)")
-    prompt = _render_chat(tokenizer, messages[:-1], generation_prompt=True)
-    full = _render_chat(tokenizer, messages, generation_prompt=False)
+    prompt = render_chat(tokenizer, messages[:-1], generation_prompt=True)
+    full = render_chat(tokenizer, messages, generation_prompt=False)
     if full.startswith(prompt):
         return Example(row.location, prompt, full[len(prompt) :])
     return Example(row.location, prompt, messages[-1]["content"])
@@ -237,7 +252,8 @@ def _messages(row: RawRow) -> list[dict[str, str]]:
     return messages
 
 
-def _render_chat(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:
+    """The messages as the model reads them: its chat template, else a plain ``role: content`` transcript."""
     if getattr(tokenizer, "chat_template", None):
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
         return str(rendered)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -21,6 +21,7 @@ from kubellm.runtime.training.data import Example
 __all__ = ["IGNORE_INDEX", "EncodedData", "EncodedExample", "PadCollator", "encode_all", "encode_example", "split"]
 
 IGNORE_INDEX = -100
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class EncodedData:
     examples: list[EncodedExample] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
     """Token lengths of the kept examples, before truncation (for the quality report)."""
+    sources: list[Example] = field(default_factory=list)
+    """The example each kept one was encoded from (same order)."""
     no_trained_tokens: int = 0
 
 
@@ -82,12 +85,11 @@ def encode_all(examples: Sequence[Example], tokenizer: Any, max_length: int) -> 
             continue
         data.examples.append(encoded)
         data.lengths.append(encoded.length)
+        data.sources.append(example)
     return data
 
 
-def split(
-    examples: Sequence[EncodedExample], validation_percent: int, seed: int
-) -> tuple[list[EncodedExample], list[EncodedExample]]:
+def split(examples: Sequence[T], validation_percent: int, seed: int) -> tuple[list[T], list[T]]:
     """A reproducible (train, eval) split; eval gets at least one example when a percent is asked."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)

@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_INVALID",
+    "AugmentationError",
     "ConfigError",
     "DataQualityError",
     "DatasetError",
@@ -58,6 +59,12 @@ class DataQualityError(TrainingError):
 
     exit_code = EXIT_DATA_QUALITY
     reason = "DataQualityCheckFailed"
+
+
+class AugmentationError(TrainingError):
+    """The model that generates new rows cannot be reached; a retry may find it back."""
+
+    reason = "AugmentationFailed"
 
 
 class InterruptedRunError(TrainingError):

@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from kubellm.runtime.config import (
+    AUGMENTATION_NEEDS_PROMPTS,
+    AugmentationConfig,
+    AugmentationServer,
     ConfigModel,
     DataQualityConfig,
     DatasetConfig,
     ModelSource,
     SearchConfig,
+    TaskEvaluationConfig,
     TrainingConfig,
     model_section,
 )
@@ -57,6 +61,10 @@ class TrainJob(ConfigModel):
     training: TrainingConfig
     data_quality: DataQualityConfig = model_section(DataQualityConfig, "Data checks and filters.")
     search: SearchConfig | None = None
+    evaluation: TaskEvaluationConfig | None = None
+    data_augmentation: AugmentationConfig | None = None
+    augmentation_server: AugmentationServer | None = None
+    """Where a ``dataAugmentation.modelDeploymentRef`` points: the operator (or ``kubellm run``) writes it."""
     output: OutputLocation | None = None
     # Pod and Job options: the operator's business, accepted so that a whole spec validates.
     image: Any = None
@@ -66,6 +74,18 @@ class TrainJob(ConfigModel):
     distributed: Any = None
     backoff_limit: Any = None
     active_deadline_seconds: Any = None
+
+    @model_validator(mode="after")
+    def _augmentation_usable(self) -> TrainJob:
+        augmentation = self.data_augmentation
+        if augmentation is not None and self.dataset.text_field is not None:
+            raise ValueError(AUGMENTATION_NEEDS_PROMPTS.message)
+        if augmentation is not None and augmentation.model_deployment_ref is not None and not self.augmentation_server:
+            raise ValueError(
+                "dataAugmentation.modelDeploymentRef is resolved by the operator or kubellm run; for kubellm train, "
+                "add augmentationServer: {url, model} (the server's OpenAI-compatible base URL) to the config"
+            )
+        return self
 
 
 @dataclass(frozen=True)

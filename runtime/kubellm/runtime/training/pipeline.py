@@ -1,12 +1,14 @@
 """A whole fine-tuning job, start to finish: data, quality, search, training, outputs.
 
 Every step is safe to run again in the same output folder, which is how a restarted pod picks
-up: the data is read and checked again (cheap, deterministic), a search continues its optuna
-study, and training resumes from the newest complete checkpoint.
+up: the data is read and checked again (cheap, deterministic; rows a model generated come back
+from the augmentation log, not from the model), a search continues its optuna study, and
+training resumes from the newest complete checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +17,18 @@ from typing import Any
 import optuna
 from transformers import TrainerCallback
 
-from kubellm.runtime.config import SearchReport, TrainingConfig
+from kubellm.runtime.config import SearchReport, TaskEvaluationConfig, TaskScore, TrainingConfig
 from kubellm.runtime.models.layout import CHECKPOINTS_DIR, OutputManifest
 from kubellm.runtime.models.loading import load_tokenizer
+from kubellm.runtime.training.augmentation import Augmented, augment, sources_of
 from kubellm.runtime.training.data import RawRow, read_rows, to_examples
 from kubellm.runtime.training.encoding import EncodedExample, encode_all, split
 from kubellm.runtime.training.errors import ConfigError, DataQualityError
+from kubellm.runtime.training.evaluation import BEFORE_FILE, TaskCase, evaluate_task, load_score, task_cases
+from kubellm.runtime.training.evaluation import report as evaluation_report
+from kubellm.runtime.training.generators import open_generator
 from kubellm.runtime.training.job import TrainJob
-from kubellm.runtime.training.methods import load_for_training, prepare_model
+from kubellm.runtime.training.methods import PreparedModel, load_for_training, prepare_model
 from kubellm.runtime.training.outputs import QUALITY_FILE, FinalFigures, save_outputs, write_json
 from kubellm.runtime.training.progress import ProgressCallback
 from kubellm.runtime.training.quality import DataQualityDetails, add_token_stats, conclude, filter_examples
@@ -62,20 +68,51 @@ class TrainSummary:
 def prepare_data(
     job: TrainJob, tokenizer: Any, output_dir: Path, reporter: Reporter, rows: list[RawRow] | None = None
 ) -> PreparedData:
-    """Read (unless ``rows`` were), check, filter, tokenize and split the dataset; fails when the data does not pass."""
-    examples = to_examples(read_rows(job.dataset) if rows is None else rows, job.dataset, tokenizer)
+    """Read (unless ``rows`` were), check, filter, tokenize and split the dataset, then augment the training split.
+
+    Fails when the data does not pass. New rows are made only after the split, from and into
+    the training split, so the validation rows stay the dataset's own.
+    """
+    rows = read_rows(job.dataset) if rows is None else rows
+    examples = to_examples(rows, job.dataset, tokenizer)
     filtered = filter_examples(examples, job.data_quality, job.dataset.max_rows)
     encoded = encode_all(filtered.kept, tokenizer, job.training.max_seq_length)
     report = add_token_stats(filtered.report, encoded.lengths, job.training.max_seq_length, encoded.no_trained_tokens)
     report = conclude(report, job.data_quality)
+    _publish_quality(report, output_dir, reporter)
+    if not report.passed:
+        raise DataQualityError(f"data quality check failed: {report.message}")
+    pairs = list(zip(encoded.examples, encoded.sources, strict=True))
+    train, evaluation = split(pairs, job.dataset.validation_percent, job.training.seed)
+    seeds = sources_of(examples, rows, [source for _, source in train])
+    added = _augment(job, tokenizer, seeds, rows, output_dir=output_dir, reporter=reporter)
+    if added.report is not None:
+        report = report.model_copy(update={"augmentation": added.report})
+        _publish_quality(report, output_dir, reporter)
+    return PreparedData(
+        train=[example for example, _ in train] + added.examples,
+        evaluation=[example for example, _ in evaluation],
+        quality=report,
+    )
+
+
+def _publish_quality(report: DataQualityDetails, output_dir: Path, reporter: Reporter) -> None:
     if is_main_process():
         write_json(output_dir / QUALITY_FILE, report.dump())
     reporter.event("data_quality", **report.dump())
     reporter.update_status(dataQuality=report.summary().dump())
-    if not report.passed:
-        raise DataQualityError(f"data quality check failed: {report.message}")
-    train, evaluation = split(encoded.examples, job.dataset.validation_percent, job.training.seed)
-    return PreparedData(train=train, evaluation=evaluation, quality=report)
+
+
+def _augment(
+    job: TrainJob, tokenizer: Any, seeds: list[RawRow], rows: list[RawRow], *, output_dir: Path, reporter: Reporter
+) -> Augmented:
+    """New training rows after ``seeds`` (the training split's rows), when the job asks for them."""
+    if job.data_augmentation is None:
+        return Augmented()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("dataAugmentation runs in one process; set distributed to 1 node, 1 process")
+    opener = functools.partial(open_generator, job)
+    return augment(job, seeds, rows, tokenizer, open_generator=opener, output_dir=output_dir, reporter=reporter)
 
 
 def _samples_per_step(training: TrainingConfig) -> int:
@@ -119,6 +156,47 @@ def _search(
     return outcome.best_training, outcome.report
 
 
+@dataclass
+class _TaskEvaluation:
+    """The task score before training (measured once, kept for a resumed run) and after it."""
+
+    config: TaskEvaluationConfig
+    cases: list[TaskCase]
+    tokenizer: Any
+    before: TaskScore
+    reporter: Reporter
+
+    @classmethod
+    def start(
+        cls, job: TrainJob, data: PreparedData, prepared: PreparedModel, output_dir: Path, reporter: Reporter
+    ) -> _TaskEvaluation | None:
+        config = job.evaluation
+        if config is None:
+            return None
+        cases = task_cases(data.evaluation, prepared.tokenizer, config.max_rows)
+        if not cases:
+            raise ConfigError("evaluation needs held-out rows with a prompt: set dataset.validationPercent above 0")
+        saved = output_dir / BEFORE_FILE
+        before = load_score(saved)
+        if before is None:
+            before = evaluate_task(prepared.model, prepared.tokenizer, cases, config)
+            if is_main_process():
+                write_json(saved, before.model_dump(mode="json", by_alias=True))
+        evaluation = cls(config, cases, prepared.tokenizer, before, reporter)
+        evaluation.publish(None)
+        return evaluation
+
+    def finish(self, model: Any) -> TaskScore:
+        after = evaluate_task(model, self.tokenizer, self.cases, self.config)
+        self.publish(after)
+        return after
+
+    def publish(self, after: TaskScore | None) -> None:
+        section = evaluation_report(self.config, len(self.cases), self.before, after)
+        self.reporter.update_status(evaluation=section.dump())
+        self.reporter.event("task_evaluation", **section.dump())
+
+
 def run_job(
     job: TrainJob, output_dir: Path, reporter: Reporter, *, merge: bool = False, rows: list[RawRow] | None = None
 ) -> TrainSummary:
@@ -137,9 +215,12 @@ def run_job(
         evalExamples=len(data.evaluation),
     )
     reporter.update_status(phase="Running", reason=REASON_TRAINING)
+    task = _TaskEvaluation.start(job, data, prepared, output_dir, reporter)
     progress = ProgressCallback(reporter, _samples_per_step(training))
     plan = RunPlan(training=training, run_dir=output_dir / CHECKPOINTS_DIR, callbacks=[progress])
     result = run_training(prepared, data.train, data.evaluation, plan)
+    if task is not None:
+        task.finish(result.model)
     figures = FinalFigures(
         result,
         prepared,

@@ -110,6 +110,7 @@ def test_conclusion_passes_or_says_why(examples: list[Example]) -> None:
         "mean_chars",
         "max_chars",
         "message",
+        "augmentation",
     }
 
 
