@@ -112,8 +112,8 @@ deploy:
 e2e: kind-up images kind-load deploy
 	kubectl create namespace llm --dry-run=client -o yaml | kubectl apply -f -
 	kubectl apply -n llm -f examples/finetunejob.yaml -f examples/modeldeployment.yaml -f examples/promptexperiment.yaml
-	kubectl wait -n llm --for=condition=Succeeded finetunejob/tiny-llama-lora --timeout=20m
-	kubectl wait -n llm --for=condition=Ready modeldeployment/tiny-llama --timeout=10m
+	kubectl wait -n llm --for=condition=Succeeded finetunejob/smollm2-dates --timeout=20m
+	kubectl wait -n llm --for=condition=Ready modeldeployment/smollm2 --timeout=10m
 	kubectl wait -n llm --for=condition=Ready promptexperiment/prompt-styles --timeout=20m
 	kubectl get kubellm -n llm
 

@@ -68,18 +68,22 @@ def test_make_quickstart_trains_serves_and_experiments_from_a_clean_checkout(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in out + result.stderr
 
-    # 1. fine-tune: data quality, progress rows, the loss dropping, the output in the claim
-    assert "data quality passed: 512 rows read" in out
+    # 1. fine-tune the real model: data quality, progress rows, the loss dropping, the task score rising
+    assert "data quality passed: 240 rows read" in out
     losses = re.search(r"eval loss (\d+\.\d+) -> (\d+\.\d+)", out)
     assert losses is not None and float(losses[2]) < float(losses[1])
-    assert re.search(r"^tiny-llama-lora\s+True\s+TrainingComplete\s", out, re.M)
-    assert (checkout / ".kubellm/pvc/kubellm-models/tiny-llama-lora/adapter_config.json").is_file()
+    scores = re.search(r"task score \(exact, (\d+) held-out rows\): (\d\.\d+) -> (\d\.\d+)", out)
+    assert scores is not None and int(scores[1]) >= 25
+    assert float(scores[3]) >= float(scores[2]) + 0.5, scores[0]  # clearly higher, on rows it never trained on
+    assert re.search(r"^smollm2-dates\s+True\s+TrainingComplete\s", out, re.M)
+    assert (checkout / ".kubellm/pvc/kubellm-models/smollm2-dates/adapter_config.json").is_file()
 
     # 2. serve: ready, a request, the same request from the cache, the metrics
-    assert re.search(r"^tiny-llama\s+True\s+ReplicasReady\s", out, re.M)
-    assert re.search(r"request 1: HTTP 200 .* x-kubellm-cache: miss, \d+ tokens", out)
-    assert re.search(r"request 2: HTTP 200 .* x-kubellm-cache: hit, \d+ tokens", out)
-    assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics \(llm_requests_total 2, llm_cache_hits_total 1", out)
+    assert re.search(r"^smollm2\s+True\s+ReplicasReady\s", out, re.M)
+    assert re.search(r"request 1: HTTP 200 .* x-kubellm-cache: miss, \d+ tokens: '1976-07-04'", out)  # on task
+    assert re.search(r"request 2: HTTP 200 .* x-kubellm-cache: hit, \d+ tokens: '1976-07-04'", out)
+    assert re.search(r"the base model before fine-tuning \('smollm2-base'\): '.+'", out)
+    assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics \(llm_requests_total 3, llm_cache_hits_total 1", out)
 
     # 3. experiment: every variant with an interval, the comparisons, the verdict, the saved report
     for variant in ("zero-shot (control)", "few-shot", "chain-of-thought"):
@@ -96,7 +100,7 @@ def test_make_quickstart_trains_serves_and_experiments_from_a_clean_checkout(tmp
 
 def test_a_failing_resource_stops_the_run_with_its_reason_and_log(tmp_path: Path) -> None:
     documents = list(yaml.safe_load_all((ROOT / "examples/finetunejob.yaml").read_text()))
-    documents[1]["spec"]["dataQuality"]["maxDroppedPercent"] = 1  # 50 of 512 rows are duplicates
+    documents[1]["spec"]["dataQuality"]["minRows"] = 1000  # the example has 240
     manifest = tmp_path / "ftj.yaml"
     manifest.write_text(yaml.safe_dump_all(documents))
     result = subprocess.run(
@@ -108,7 +112,7 @@ def test_a_failing_resource_stops_the_run_with_its_reason_and_log(tmp_path: Path
     )
     assert result.returncode == 1, result.stdout[-2000:]
     assert "data quality FAILED" in result.stdout
-    assert "FineTuneJob tiny-llama-lora failed: DataQualityCheckFailed" in result.stderr
+    assert "FineTuneJob smollm2-dates failed: DataQualityCheckFailed" in result.stderr
     assert "last log lines:" in result.stderr
     assert "Traceback" not in result.stderr
     assert _leftovers(str(tmp_path / "state")) == []

@@ -77,16 +77,16 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
     start_operator()
     # The ModelDeployment comes first: it must wait, saying why.
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "modeldeployment.yaml"))
-    waiting = _wait_condition(cluster, ns, "mdep/tiny-llama", "Ready", "False")
+    waiting = _wait_condition(cluster, ns, "mdep/smollm2", "Ready", "False")
     assert condition(waiting, "Ready") == ("False", "WaitingForFineTuneJob")
-    assert _get(cluster, ns, "deploy/tiny-llama") is None
+    assert _get(cluster, ns, "deploy/smollm2") is None
 
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "finetunejob.yaml"))
-    ftj = _wait_condition(cluster, ns, "ftj/tiny-llama-lora", "Succeeded", "True")
+    ftj = _wait_condition(cluster, ns, "ftj/smollm2-dates", "Succeeded", "True")
     base_model = load_example("finetunejob")["spec"]["baseModel"]["uri"]
-    output = {"uri": "pvc://kubellm-models/tiny-llama-lora", "kind": "adapter", "baseModel": base_model}
+    output = {"uri": "pvc://kubellm-models/smollm2-dates", "kind": "adapter", "baseModel": base_model}
     assert ftj["status"]["output"] == output
-    job = get_json(cluster, "-n", ns, "job/tiny-llama-lora")
+    job = get_json(cluster, "-n", ns, "job/smollm2-dates")
     assert _owned_by(job, ftj)
     container = _container(job)
     assert container["image"] == IMAGE
@@ -94,28 +94,28 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (3, 3600)
 
-    mdep = _wait_condition(cluster, ns, "mdep/tiny-llama", "Ready", "True")
-    assert mdep["status"]["model"] == "pvc://kubellm-models/tiny-llama-lora"
-    assert mdep["status"]["selector"] == "app.kubernetes.io/component=server,kubellm.io/modeldeployment=tiny-llama"
+    mdep = _wait_condition(cluster, ns, "mdep/smollm2", "Ready", "True")
+    assert mdep["status"]["model"] == "pvc://kubellm-models/smollm2-dates"
+    assert mdep["status"]["selector"] == "app.kubernetes.io/component=server,kubellm.io/modeldeployment=smollm2"
     assert mdep["status"]["readyReplicas"] == 1
-    deployment = get_json(cluster, "-n", ns, "deploy/tiny-llama")
+    deployment = get_json(cluster, "-n", ns, "deploy/smollm2")
     assert _owned_by(deployment, mdep)
     server = _container(deployment)
     assert server["args"] == ["serve", "--config", "/etc/kubellm/config.yaml"]
     assert server["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert server["startupProbe"]["failureThreshold"] == 30
     assert "kubellm.io/config-hash" in deployment["spec"]["template"]["metadata"]["annotations"]
-    hpa = get_json(cluster, "-n", ns, "hpa/tiny-llama")
+    hpa = get_json(cluster, "-n", ns, "hpa/smollm2")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "ModelDeployment"
-    assert _owned_by(get_json(cluster, "-n", ns, "svc/tiny-llama"), mdep)
-    config = json.loads(get_json(cluster, "-n", ns, "cm/tiny-llama-config")["data"]["config.yaml"])
+    assert _owned_by(get_json(cluster, "-n", ns, "svc/smollm2"), mdep)
+    config = json.loads(get_json(cluster, "-n", ns, "cm/smollm2-config")["data"]["config.yaml"])
     assert config["serving"]["quantization"] == "int8"
 
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "promptexperiment.yaml"))
     experiment_job = wait_for("the experiment Job", lambda: _get(cluster, ns, "job/prompt-styles"), timeout=60)
     assert "--endpoint" in _container(experiment_job)["args"]
-    assert f"http://tiny-llama.{ns}.svc:80/v1" in _container(experiment_job)["args"]
+    assert f"http://smollm2.{ns}.svc:80/v1" in _container(experiment_job)["args"]
     # The runtime's side: write the result into the report ConfigMap.
     patch = json.dumps({"data": {"result.json": json.dumps(RESULT), "report.md": "# prompt-styles\n"}})
     cluster.kubectl("patch", "-n", ns, "cm/prompt-styles-report", "--type=merge", "-p", patch)

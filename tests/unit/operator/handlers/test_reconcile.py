@@ -84,7 +84,7 @@ def test_model_deployment_waits_for_its_finetunejob() -> None:
     patch = kopf.Patch()
     wait = modeldeployment.reconcile(op, _body("modeldeployment"), patch, LOGGER)
     assert isinstance(wait, Wait)
-    assert "tiny-llama-lora" in wait.message
+    assert "smollm2-dates" in wait.message
     assert patch["status"]["phase"] == "WaitingForModel"
     assert patch["status"]["conditions"][0]["reason"] == "WaitingForFineTuneJob"
     assert api.kinds() == []
@@ -94,12 +94,12 @@ def _succeeded_finetunejob(op: Operator, api: FakeApi) -> None:
     patch = kopf.Patch()
     finetunejob.reconcile(op, _body("finetunejob", uid="ftj-uid"), patch, LOGGER)
     assert api.kinds() == ["ConfigMap", "ConfigMap", "Job", "Role", "RoleBinding", "ServiceAccount"]
-    job_path = "/apis/batch/v1/namespaces/ns/jobs/tiny-llama-lora"
+    job_path = "/apis/batch/v1/namespaces/ns/jobs/smollm2-dates"
     api.objects[job_path]["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
     patch = kopf.Patch()
     finetunejob.reconcile(op, _body("finetunejob", uid="ftj-uid", status={}), patch, LOGGER)
     assert patch["status"]["phase"] == "Succeeded"
-    api.objects["/apis/kubellm.io/v1alpha1/namespaces/ns/finetunejobs/tiny-llama-lora"] = {
+    api.objects["/apis/kubellm.io/v1alpha1/namespaces/ns/finetunejobs/smollm2-dates"] = {
         **load_example("finetunejob"),
         "status": dict(patch["status"]),
     }
@@ -111,7 +111,7 @@ def test_model_deployment_serves_the_output_and_reruns_without_writes() -> None:
     patch = kopf.Patch()
     assert modeldeployment.reconcile(op, _body("modeldeployment"), patch, LOGGER) is None
     assert {"Deployment", "Service", "HorizontalPodAutoscaler"} <= set(api.kinds())
-    assert patch["status"]["model"] == "pvc://kubellm-models/tiny-llama-lora"
+    assert patch["status"]["model"] == "pvc://kubellm-models/smollm2-dates"
     assert api.events[-1]["reason"] == "Deploying"
     before = _writes(op)
     again = kopf.Patch()

@@ -21,8 +21,8 @@ def _write(folder: Path, name: str, *documents: dict[str, Any]) -> Path:
 def test_the_examples_folder_runs_in_dependency_order() -> None:
     manifests = load_manifests([EXAMPLES])
     assert [(r.kind, r.name) for r in manifests.resources] == [
-        ("FineTuneJob", "tiny-llama-lora"),
-        ("ModelDeployment", "tiny-llama"),
+        ("FineTuneJob", "smollm2-dates"),
+        ("ModelDeployment", "smollm2"),
         ("PromptExperiment", "prompt-styles"),
     ]
     assert manifests.claims == ["kubellm-models"]
@@ -71,7 +71,7 @@ def test_metadata_is_checked_too(tmp_path: Path, metadata: dict[str, Any], probl
 def test_a_reference_to_a_resource_not_given_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, "m.yaml", *example_documents("modeldeployment"), *example_documents("promptexperiment"))
     (tmp_path / "x.yaml").write_text("")
-    with pytest.raises(ManifestError, match="serves FineTuneJob tiny-llama-lora, which is not among the manifests"):
+    with pytest.raises(ManifestError, match="serves FineTuneJob smollm2-dates, which is not among the manifests"):
         load_manifests([path])
 
 

@@ -57,6 +57,7 @@ def test_the_results_table_shows_intervals_comparisons_and_the_verdict() -> None
                 name="zero-shot", samples=8, metrics=[MetricSummary(name="score", mean=0.25, ci_low=0.0, ci_high=0.5)]
             ),
             VariantResult(name="few-shot", samples=8, errors=1, latency_p50_seconds=0.1234),
+            VariantResult(name="chain-of-thought", samples=8, cut_off=3, unextracted=2),
         ],
         comparisons=[
             VariantComparison(
@@ -78,5 +79,7 @@ def test_the_results_table_shows_intervals_comparisons_and_the_verdict() -> None
     assert "SCORE (95% CI)" in lines[0]
     assert "zero-shot (control)" in lines[1] and "0.250 [0.000, 0.500]" in lines[1]
     assert "0.123s" in lines[2]
+    assert "CUT OFF" in lines[0] and "NO ANSWER" in lines[0]
+    assert lines[3].split()[-2:] == ["3", "2"]  # cut off by the token limit, no answer extracted: counted, not a 0
     assert any("few-shot vs zero-shot" in line and "+0.500" in line and "yes" in line for line in lines)
     assert lines[-1] == "verdict: winner few-shot: few-shot beats zero-shot"

