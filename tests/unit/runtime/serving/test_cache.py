@@ -34,13 +34,15 @@ def test_memory_store_expires_and_evicts_the_least_recently_used() -> None:
     async def scenario() -> list[bytes | None]:
         await store.set("a", b"1", ttl_seconds=10)
         await store.set("b", b"2", ttl_seconds=10)
-        await store.get("a")
-        await store.set("c", b"3", ttl_seconds=10)
-        evicted = await store.get("b")
-        now[0] = 11.0
-        return [evicted, await store.get("a")]
+        seen = [await store.get("a")]  # a is now the most recently used, b the least
+        await store.set("c", b"3", ttl_seconds=10)  # full: b goes
+        seen += [await store.get("b"), await store.get("a"), await store.get("c")]
+        now[0] = 9.5
+        seen.append(await store.get("c"))  # still alive just before its ttl
+        now[0] = 10.0
+        return [*seen, await store.get("a"), await store.get("c")]  # both expired at their ttl
 
-    assert asyncio.run(scenario()) == [None, None]
+    assert asyncio.run(scenario()) == [b"1", None, b"1", b"3", b"3", None, None]
 
 
 class _BrokenStore:
