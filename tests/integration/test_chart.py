@@ -8,6 +8,7 @@ must not share CRDs with the rest of the session) in a namespace that enforces P
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kubellm.operator.settings import parse_settings
+from kubellm.operator.settings import build_parser, parse_settings
 from tests.harness.cluster import Cluster, binaries_dir, running_cluster
 
 pytestmark = pytest.mark.integration
@@ -229,6 +230,38 @@ def test_schema_rejects_bad_leader_election_values() -> None:
         args = ["--set", "operator.replicas=2", "--set", value]
         bad = _helm("template", "x", str(CHART), "--kube-version", "1.36.3", *args, check=False)
         assert bad.returncode != 0 and where in bad.stderr, (value, bad.stderr)
+
+
+_COMMENTED_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*(?:=[^\s,;)]*[^\s,;).])?")
+
+
+def _flags_in_operator_comments() -> list[str]:
+    """Every flag values.yaml's comments in the operator section suggest (as extraArgs)."""
+    text = (CHART / "values.yaml").read_text()
+    section = text[text.index("\noperator:") : text.index("\nruntime:")]
+    return [
+        flag for line in section.splitlines() if "#" in line for flag in _COMMENTED_FLAG.findall(line.split("#", 1)[1])
+    ]
+
+
+def test_every_flag_the_chart_can_pass_is_one_the_operator_knows() -> None:
+    suggested = _flags_in_operator_comments()
+    assert suggested, "values.yaml suggests no operator flag: the pattern is stale"
+    variants = {
+        "defaults": [],
+        "namespaced": FULL_VALUES,
+        "leader-election": [*FULL_VALUES, *ELECTED],
+        "metrics-off": ["--set", "metrics.enabled=false"],
+        "suggested-extra-args": ["--set-json", f"operator.extraArgs={json.dumps(suggested)}"],
+    }
+    for name, values in variants.items():
+        args = _operator(_docs(_render(*values)))["spec"]["template"]["spec"]["containers"][0]["args"]
+        parser = build_parser()
+        parser.exit_on_error = False  # a bad value raises instead of exiting the test run
+        _, unknown = parser.parse_known_args(args)
+        assert not unknown, f"{name}: the operator would exit at start on {unknown}"
+        parse_settings(args, environ={})  # and they make valid settings
+    assert set(suggested) <= set(args)
 
 
 @pytest.mark.parametrize("values", [FULL_VALUES, [*FULL_VALUES, *ELECTED]], ids=["one-replica", "leader-election"])
