@@ -138,6 +138,10 @@ def job_outcome(job: Mapping[str, Any] | None) -> tuple[str, str, str]:
     return "Running", "Running", "the Job is running"
 
 
+JOB_REASON_POD_FAILURE_POLICY = "PodFailurePolicy"
+"""The reason of a Job failed by its ``podFailurePolicy`` (an exit code meaning "the input is wrong")."""
+
+
 # --- FineTuneJob -------------------------------------------------------------------------------
 
 _FTJ_FAILURE_REASONS = {
@@ -155,7 +159,16 @@ def _ftj_conditions(phase: str, reason: str, message: str) -> list[ConditionSpec
     ]
 
 
-def _ftj_phase(job: Mapping[str, Any] | None, report: ftj.FineTuneJobStatus) -> tuple[str, str, str]:
+def _runtime_failure(document: Mapping[str, Any]) -> str:
+    """``<reason>: <message>`` of a run the runtime reported as failed, or ""."""
+    if document.get("phase") != "Failed":
+        return ""
+    return ": ".join(str(part) for part in (document.get("reason"), document.get("message")) if part)
+
+
+def _ftj_phase(
+    job: Mapping[str, Any] | None, report: ftj.FineTuneJobStatus, runtime_failure: str = ""
+) -> tuple[str, str, str]:
     phase, reason, message = job_outcome(job)
     if phase == "Pending":
         return phase, ftj.REASON_JOB_CREATED, message
@@ -166,6 +179,9 @@ def _ftj_phase(job: Mapping[str, Any] | None, report: ftj.FineTuneJobStatus) -> 
         return phase, ftj.REASON_COMPLETED, "training finished; the result is in status.output"
     if report.data_quality is not None and not report.data_quality.passed:
         return phase, ftj.REASON_DATA_QUALITY_FAILED, report.data_quality.message or "the data quality checks failed"
+    if reason == JOB_REASON_POD_FAILURE_POLICY:
+        detail = runtime_failure or message
+        return phase, ftj.REASON_INVALID_INPUT, f"the input cannot work, so the run was not retried: {detail}"
     return phase, _FTJ_FAILURE_REASONS.get(reason, reason), message
 
 
@@ -193,8 +209,9 @@ def finetunejob_status(
     at: datetime,
 ) -> ftj.FineTuneJobStatus:
     """FineTuneJob status from its Job and the runtime's ``status.json``."""
-    report = ftj.FineTuneJobStatus.model_validate(_report(report_data, "status.json"))
-    phase, reason, message = _ftj_phase(job, report)
+    document = _report(report_data, "status.json")
+    report = ftj.FineTuneJobStatus.model_validate(document)
+    phase, reason, message = _ftj_phase(job, report, _runtime_failure(document))
     job_status = (job or {}).get("status", {})
     counts = [job_status.get(key) or 0 for key in ("active", "failed", "succeeded")]
     return ftj.FineTuneJobStatus(
@@ -338,6 +355,9 @@ def _pexp_outcome(
     if phase == "Succeeded":
         message = f"the run finished without writing result.json to ConfigMap {report_name}"
         phase = "Failed"
+    if phase == "Failed" and job_reason == JOB_REASON_POD_FAILURE_POLICY:
+        message = f"the experiment's input cannot work, so the run was not retried: {message}"
+        return "Failed", _pexp_conditions("False", pexp.REASON_INVALID_INPUT, message, False, True)
     if phase == "Failed":
         return "Failed", _pexp_conditions("False", pexp.REASON_RUN_FAILED, f"{job_reason}: {message}", False, True)
     return "Running", _pexp_conditions("False", pexp.REASON_RUNNING, "the experiment is running", True, False)

@@ -34,12 +34,16 @@ from pydantic.config import JsonDict
 __all__ = [
     "AUGMENTATION_API_KEY_ENV",
     "AUGMENTATION_NEEDS_PROMPTS",
+    "DDP_BACKEND_ENV",
     "DNS_SUBDOMAIN_PATTERN",
+    "EXPERIMENT_EXIT_BAD_INPUT",
     "NEW_ROW_TEMPLATE",
     "PARAPHRASE_TEMPLATE",
     "PVC_ROOT",
     "REFERENCE_SCORERS",
     "SOURCE_URI_PATTERN",
+    "TRAIN_EXIT_DATA_QUALITY",
+    "TRAIN_EXIT_INVALID",
     "AlphaString",
     "AugmentationConfig",
     "AugmentationReport",
@@ -97,6 +101,17 @@ SOURCE_URI_PATTERN = r"^((hf|file|pvc|pkg|dummy)://[^\s]+|/[^\s]*)$"
 PVC_ROOT = "/mnt/pvc"
 """Where runtime pods mount PersistentVolumeClaims: ``pvc://c/p`` is ``/mnt/pvc/c/p`` (operator and runtime agree)."""
 REDIS_URL_PATTERN = r"^rediss?://[^\s@]+$"
+
+# Exit codes that mean "the input cannot work": the operator's Job podFailurePolicy fails the Job
+# at once on these instead of retrying (the runtime's commands return them).
+TRAIN_EXIT_INVALID = 2
+"""``kubellm train``: invalid configuration, model source or dataset."""
+TRAIN_EXIT_DATA_QUALITY = 3
+"""``kubellm train``: the data-quality check failed."""
+EXPERIMENT_EXIT_BAD_INPUT = 2
+"""``kubellm experiment``: unusable experiment definition, templates or dataset."""
+DDP_BACKEND_ENV = "KUBELLM_DDP_BACKEND"
+"""torch.distributed backend of a multi-process training run (``nccl`` on GPUs, ``gloo`` on CPUs)."""
 
 DecimalString = Annotated[str, StringConstraints(pattern=DECIMAL_PATTERN, max_length=24)]
 """A non-negative decimal written as a string, e.g. ``"2e-4"`` or ``"0.05"``."""

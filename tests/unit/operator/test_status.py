@@ -91,6 +91,26 @@ def test_finetunejob_succeeded_and_failed() -> None:
     assert _types(bad_data)["Failed"] == ("True", ftj.REASON_DATA_QUALITY_FAILED)
 
 
+def test_failed_by_the_pod_failure_policy_says_the_input_is_wrong() -> None:
+    job = _job("Failed", "PodFailurePolicy")
+    job["status"]["conditions"][0]["message"] = "Container runtime for pod ns/x-abc failed with exit code 2"
+    report = {"status.json": json.dumps({"phase": "Failed", "reason": "InvalidDataset", "message": "no train file"})}
+    invalid = finetunejob_status(ftj.FineTuneJobStatus(), 1, job=job, report_data=report, output=OUTPUT, at=T0)
+    assert invalid.phase == "Failed"
+    assert _types(invalid)["Failed"] == ("True", ftj.REASON_INVALID_INPUT)
+    assert "InvalidDataset: no train file" in invalid.conditions[0].message
+    no_report = finetunejob_status(ftj.FineTuneJobStatus(), 1, job=job, report_data={}, output=OUTPUT, at=T0)
+    assert "exit code 2" in no_report.conditions[0].message
+    quality = {"status.json": json.dumps({"dataQuality": {"passed": False, "rows": 9, "kept": 1, "message": "few"}})}
+    bad_data = finetunejob_status(ftj.FineTuneJobStatus(), 1, job=job, report_data=quality, output=OUTPUT, at=T0)
+    assert _types(bad_data)["Failed"] == ("True", ftj.REASON_DATA_QUALITY_FAILED)
+    experiment = promptexperiment_status(
+        pexp.PromptExperimentStatus(), 1, job=job, report_data={}, report_name="r", at=T0
+    )
+    assert experiment.phase == "Failed"
+    assert _types(experiment)["Ready"] == ("False", pexp.REASON_INVALID_INPUT)
+
+
 VIEW = DeploymentView(
     model="pvc://models/x", served_models=["m"], url="http://m.ns.svc:80/v1", selector="a=b",
     deployment_name="m", service_name="m", desired_replicas=2,

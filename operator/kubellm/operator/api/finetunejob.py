@@ -7,6 +7,13 @@ created"; the rules therefore freeze these fields from creation on. Changing the
 FineTuneJob (a new name, so a new output). The pod options (image, resources,
 nodeSelector, tolerations) and the failure policy stay editable: they only affect pods the
 operator creates afterwards (for example when it resumes a run from its checkpoint).
+
+Condition reasons (``Succeeded``/``Failed``/``Progressing``): ``JobCreated``, ``Training``,
+``Searching``, ``TrainingComplete``; failures: ``DataQualityCheckFailed`` (the data failed its
+checks; status.dataQuality says why), ``InvalidInput`` (the pod exited with the code for a bad
+configuration, model source or dataset: the Job fails at once, no retry), ``BackoffLimitExceeded``
+(``backoffLimit`` retries used up; preempted or evicted pods do not count), ``DeadlineExceeded``,
+``InvalidSpec``; ``WaitingForModelDeployment`` while data augmentation waits for its server.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ __all__ = [
     "REASON_COMPLETED",
     "REASON_DATA_QUALITY_FAILED",
     "REASON_DEADLINE_EXCEEDED",
+    "REASON_INVALID_INPUT",
     "REASON_JOB_CREATED",
     "REASON_RESUMING",
     "REASON_SEARCHING",
@@ -87,6 +95,7 @@ REASON_DATA_QUALITY_FAILED = "DataQualityCheckFailed"
 REASON_WAITING_FOR_MODEL_DEPLOYMENT = "WaitingForModelDeployment"
 REASON_BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 REASON_DEADLINE_EXCEEDED = "DeadlineExceeded"
+REASON_INVALID_INPUT = "InvalidInput"
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 

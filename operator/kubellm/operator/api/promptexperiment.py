@@ -5,6 +5,11 @@ dataset, scorers, statistics) plus the target and pod options; the operator runs
 Job and copies the runtime's results (per-variant metrics with confidence intervals, the
 comparisons with the control, the winner) into status. The summary condition is ``Ready``:
 True once the results are final.
+
+Condition reasons: ``WaitingForTarget`` (the ModelDeployment is not Ready), ``Running``,
+``WinnerDeclared`` / ``NoSignificantDifference`` (results final), ``InvalidInput`` (the run exited
+with the code for unusable input, so the Job failed at once without a retry), ``RunFailed``
+(any other failure, after the Job's one retry), ``InvalidSpec``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ __all__ = [
     "KIND",
     "PLURAL",
     "REASON_COMPLETED",
+    "REASON_INVALID_INPUT",
     "REASON_NO_SIGNIFICANT_DIFFERENCE",
     "REASON_RUNNING",
     "REASON_RUN_FAILED",
@@ -67,6 +73,7 @@ REASON_WINNER_DECLARED = "WinnerDeclared"
 REASON_NO_SIGNIFICANT_DIFFERENCE = "NoSignificantDifference"
 REASON_COMPLETED = "Completed"
 REASON_RUN_FAILED = "RunFailed"
+REASON_INVALID_INPUT = "InvalidInput"
 
 Phase = Literal["Pending", "WaitingForTarget", "Running", "Succeeded", "Failed"]
 

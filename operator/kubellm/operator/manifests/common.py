@@ -33,6 +33,7 @@ __all__ = [
     "config_hash",
     "config_map",
     "labels",
+    "pod_failure_policy",
     "pod_spec",
     "pvc_claims",
     "runtime_container",
@@ -46,6 +47,7 @@ CONFIG_HASH_ANNOTATION = "kubellm.io/config-hash"
 CACHE_DIR = "/var/cache/kubellm"
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 1000
+RUNTIME_CONTAINER = "runtime"
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def runtime_container(
 ) -> dict[str, Any]:
     """The runtime container: image, args, env, resources, mounts, restricted security context."""
     container: dict[str, Any] = {
-        "name": "runtime",
+        "name": RUNTIME_CONTAINER,
         "image": spec.image or image,
         "args": args,
         "env": [
@@ -164,6 +166,29 @@ def runtime_container(
     if resources:
         container["resources"] = resources
     return container
+
+
+def pod_failure_policy(invalid_input_codes: Iterable[int]) -> dict[str, Any]:
+    """A Job ``podFailurePolicy``: preemption never counts, "your input is wrong" fails the Job at once.
+
+    A pod evicted or preempted (condition ``DisruptionTarget``) is replaced without using up
+    ``backoffLimit``; a runtime exit code in ``invalid_input_codes`` (bad config, data that fails
+    its checks) fails the Job with reason ``PodFailurePolicy`` instead of retrying something that
+    cannot work. Any other failure retries, up to ``backoffLimit``. Needs ``restartPolicy: Never``.
+    """
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": RUNTIME_CONTAINER,
+                    "operator": "In",
+                    "values": sorted(set(invalid_input_codes)),
+                },
+            },
+        ]
+    }
 
 
 def _tolerations(spec: WorkloadSpec) -> list[dict[str, Any]]:

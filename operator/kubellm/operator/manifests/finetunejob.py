@@ -17,13 +17,19 @@ from kubellm.operator.manifests.common import (
     config_hash,
     config_map,
     metadata,
+    pod_failure_policy,
     pod_spec,
     pvc_claims,
     runtime_container,
     secret_env,
 )
 from kubellm.operator.manifests.reporting import build_report_children, report_env, report_name
-from kubellm.runtime.config import AUGMENTATION_API_KEY_ENV, AugmentationServer
+from kubellm.runtime.config import (
+    AUGMENTATION_API_KEY_ENV,
+    TRAIN_EXIT_DATA_QUALITY,
+    TRAIN_EXIT_INVALID,
+    AugmentationServer,
+)
 
 __all__ = [
     "COMPONENT",
@@ -142,7 +148,11 @@ def build_training_job(
             automountServiceAccountToken=True,
         ),
     }
-    job_spec: dict[str, Any] = {"backoffLimit": spec.backoff_limit, "template": template}
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.backoff_limit,
+        "podFailurePolicy": pod_failure_policy([TRAIN_EXIT_INVALID, TRAIN_EXIT_DATA_QUALITY]),
+        "template": template,
+    }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {

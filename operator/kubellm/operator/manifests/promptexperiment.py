@@ -17,11 +17,13 @@ from kubellm.operator.manifests.common import (
     config_hash,
     config_map,
     metadata,
+    pod_failure_policy,
     pod_spec,
     runtime_container,
     secret_env,
 )
 from kubellm.operator.manifests.reporting import build_report_children, report_env, report_name
+from kubellm.runtime.config import EXPERIMENT_EXIT_BAD_INPUT
 
 __all__ = [
     "COMPONENT",
@@ -80,7 +82,12 @@ def build_experiment_job(
             automountServiceAccountToken=True,
         ),
     }
-    job_spec = {"backoffLimit": 1, "activeDeadlineSeconds": spec.timeout_seconds, "template": template}
+    job_spec = {
+        "backoffLimit": 1,
+        "activeDeadlineSeconds": spec.timeout_seconds,
+        "podFailurePolicy": pod_failure_policy([EXPERIMENT_EXIT_BAD_INPUT]),
+        "template": template,
+    }
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

@@ -16,7 +16,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from kubellm.runtime.config import DatasetRow
+from kubellm.runtime.config import EXPERIMENT_EXIT_BAD_INPUT, DatasetRow
 from kubellm.runtime.reporting import Reporter, ThrottledStatus, reporter_from_env
 
 from .client import RequestError
@@ -33,7 +33,7 @@ __all__ = ["add_arguments", "run"]
 
 EXIT_COMPLETED = 0
 EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = EXPERIMENT_EXIT_BAD_INPUT
 EXIT_INTERRUPTED = 130
 
 

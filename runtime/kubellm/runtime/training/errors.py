@@ -14,6 +14,8 @@ transient one (retry, resuming from the last checkpoint) with a Job ``podFailure
 
 from __future__ import annotations
 
+from kubellm.runtime.config import TRAIN_EXIT_DATA_QUALITY, TRAIN_EXIT_INVALID
+
 __all__ = [
     "EXIT_DATA_QUALITY",
     "EXIT_FAILED",
@@ -28,8 +30,8 @@ __all__ = [
 ]
 
 EXIT_FAILED = 1
-EXIT_INVALID = 2
-EXIT_DATA_QUALITY = 3
+EXIT_INVALID = TRAIN_EXIT_INVALID
+EXIT_DATA_QUALITY = TRAIN_EXIT_DATA_QUALITY
 EXIT_INTERRUPTED = 143
 
 

@@ -253,6 +253,31 @@ def test_experiment_job_calls_the_target() -> None:
     assert "timeoutSeconds" not in document
 
 
+def _failure_rules(job: dict[str, Any]) -> list[tuple[str, Any]]:
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    return [(r["action"], r.get("onPodConditions") or r["onExitCodes"]) for r in rules]
+
+
+def test_jobs_fail_at_once_on_bad_input_and_ignore_preemption(ftj: tuple[Owner, FineTuneJobSpec]) -> None:
+    owner, spec = ftj
+    preempted = ("Ignore", [{"type": "DisruptionTarget", "status": "True"}])
+    training = finetunejob.build_training_job(owner, spec, IMAGE)
+    assert _failure_rules(training) == [
+        preempted,
+        ("FailJob", {"containerName": "runtime", "operator": "In", "values": [2, 3]}),
+    ]
+    assert _container(training)["name"] == "runtime"
+    assert training["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    manifest = load_example("promptexperiment")
+    spec_e = PromptExperimentSpec.model_validate(manifest["spec"])
+    experiment = promptexperiment.build_experiment_job(_owner("PromptExperiment", "e"), spec_e, "http://x", "m", IMAGE)
+    assert _failure_rules(experiment) == [
+        preempted,
+        ("FailJob", {"containerName": "runtime", "operator": "In", "values": [2]}),
+    ]
+    assert experiment["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
 def test_service_monitor_only_when_asked(mdep_spec: dict[str, Any]) -> None:
     owner = _owner("ModelDeployment", "smollm2")
     assert modeldeployment.build_service_monitor(owner, ModelDeploymentSpec.model_validate(mdep_spec)) is None
