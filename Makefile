@@ -109,9 +109,12 @@ deploy:
 	helm upgrade --install kubellm charts/kubellm --namespace kubellm-system --create-namespace \
 	  --set redis.enabled=true --wait
 
+# kind's storage (local-path) offers no ReadWriteMany: the example's claim is ReadWriteOnce here;
+# its volume lives on one node and pins the server replicas there (the ModelDeployment warns: Degraded).
 e2e: kind-up images kind-load deploy
 	kubectl create namespace llm --dry-run=client -o yaml | kubectl apply -f -
-	kubectl apply -n llm -f examples/finetunejob.yaml -f examples/modeldeployment.yaml -f examples/promptexperiment.yaml
+	sed 's/accessModes: \[ReadWriteMany\]/accessModes: [ReadWriteOnce]/' examples/finetunejob.yaml | kubectl apply -n llm -f -
+	kubectl apply -n llm -f examples/modeldeployment.yaml -f examples/promptexperiment.yaml
 	kubectl wait -n llm --for=condition=Succeeded finetunejob/smollm2-dates --timeout=20m
 	kubectl wait -n llm --for=condition=Ready modeldeployment/smollm2 --timeout=10m
 	kubectl wait -n llm --for=condition=Ready promptexperiment/prompt-styles --timeout=20m

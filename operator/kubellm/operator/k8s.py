@@ -28,6 +28,7 @@ PLURALS: dict[str, str] = {
     "Service": "services",
     "ServiceAccount": "serviceaccounts",
     "Pod": "pods",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     "Deployment": "deployments",
     "Job": "jobs",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",

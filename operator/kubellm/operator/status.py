@@ -44,6 +44,7 @@ __all__ = [
     "promptexperiment_status",
     "promptexperiment_waiting",
     "set_conditions",
+    "shared_claim_warning",
     "status_patch",
 ]
 
@@ -265,8 +266,44 @@ def modeldeployment_waiting(
     )
 
 
+MULTI_NODE_ACCESS_MODES = frozenset({"ReadWriteMany", "ReadOnlyMany"})
+
+
+def _access_modes(claim: Mapping[str, Any]) -> list[str]:
+    """What the bound volume offers (status), else what the claim asks for (spec)."""
+    modes = (claim.get("status") or {}).get("accessModes") or (claim.get("spec") or {}).get("accessModes")
+    return list(modes or [])
+
+
+def shared_claim_warning(most_replicas: int, claims: Mapping[str, Mapping[str, Any] | None]) -> tuple[str, str] | None:
+    """Degraded's (reason, message) when several replicas may mount a claim only one node can mount (pure).
+
+    ``claims``: each claim the server mounts, as read (None: not found, nothing to say yet).
+    ReadWriteOnce lets the pods of one node share a volume; a replica scheduled elsewhere hangs in
+    ContainerCreating (a Multi-Attach error), and ReadWriteOncePod admits a single pod only.
+    """
+    if most_replicas <= 1:
+        return None
+    single = [
+        f"{name} ({', '.join(modes)})"
+        for name, claim in sorted(claims.items())
+        if claim is not None and (modes := _access_modes(claim)) and not MULTI_NODE_ACCESS_MODES & set(modes)
+    ]
+    if not single:
+        return None
+    message = (
+        f"up to {most_replicas} replicas mount claim {', '.join(single)}, which only one node can mount at a "
+        "time: replicas on other nodes cannot start. Serve from a ReadWriteMany or ReadOnlyMany claim, or run "
+        "one replica"
+    )
+    return mdep.REASON_READ_WRITE_ONCE_CLAIM_SHARED, message
+
+
 def _mdep_conditions(
-    deployment: Mapping[str, Any], view: DeploymentView, problem: tuple[str, str] | None
+    deployment: Mapping[str, Any],
+    view: DeploymentView,
+    problem: tuple[str, str] | None,
+    warning: tuple[str, str] | None = None,
 ) -> tuple[str, list[ConditionSpec]]:
     status = deployment.get("status", {})
     ready = status.get("readyReplicas") or 0
@@ -280,13 +317,15 @@ def _mdep_conditions(
         message = f"{ready}/{view.desired_replicas} replicas ready"
     degraded_reason, degraded_message = problem or ("AsExpected", "no problem seen")
     phase = "Ready" if done else "Degraded" if problem else "Deploying"
+    # A pod problem degrades while replicas are missing; a warning (a shared claim) whatever they do.
+    degraded = problem if problem and not done else warning
     return phase, [
         ConditionSpec(
             CONDITION_READY, "True" if done else "False", reason if not problem or done else degraded_reason, message
         ),
         ConditionSpec(CONDITION_PROGRESSING, "False" if done else "True", reason, message),
         ConditionSpec(
-            CONDITION_DEGRADED, "True" if problem and not done else "False", degraded_reason, degraded_message
+            CONDITION_DEGRADED, "True" if degraded else "False", *(degraded or (degraded_reason, degraded_message))
         ),
     ]
 
@@ -299,9 +338,10 @@ def modeldeployment_status(
     view: DeploymentView,
     problem: tuple[str, str] | None,
     at: datetime,
+    warning: tuple[str, str] | None = None,
 ) -> mdep.ModelDeploymentStatus:
-    """ModelDeployment status from its Deployment (and a pod problem found, if any)."""
-    phase, wanted = _mdep_conditions(deployment, view, problem)
+    """ModelDeployment status from its Deployment (and a pod problem found, or a warning about the spec)."""
+    phase, wanted = _mdep_conditions(deployment, view, problem, warning)
     status = deployment.get("status", {})
     return mdep.ModelDeploymentStatus(
         observed_generation=generation,

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from kubellm.operator.api import finetunejob as ftj
 from kubellm.operator.api import modeldeployment as mdep
 from kubellm.operator.api import promptexperiment as pexp
@@ -20,8 +22,10 @@ from kubellm.operator.status import (
     promptexperiment_status,
     promptexperiment_waiting,
     set_conditions,
+    shared_claim_warning,
     status_patch,
 )
+from tests.api_cases import example_documents, load_example
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -144,6 +148,62 @@ def test_modeldeployment_ready_deploying_degraded() -> None:
     assert _types(degraded)["Ready"] == ("False", "ImagePullBackOff")
 
 
+def _claim(*modes: str, bound: bool = True) -> dict[str, Any]:
+    status = {"phase": "Bound", "accessModes": list(modes)} if bound else {"phase": "Pending"}
+    return {"spec": {"accessModes": list(modes)}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("most_replicas", "claims", "flagged"),
+    [
+        (1, {"models": _claim("ReadWriteOnce")}, None),  # one replica: one node
+        (3, {"models": _claim("ReadWriteMany")}, None),
+        (3, {"models": _claim("ReadWriteOnce", "ReadOnlyMany")}, None),  # the server mounts read-only
+        (3, {"models": None}, None),  # not created yet: nothing to say
+        (3, {"models": _claim("ReadWriteOnce", bound=False)}, "models (ReadWriteOnce)"),
+        (2, {"a": _claim("ReadWriteMany"), "models": _claim("ReadWriteOncePod")}, "models (ReadWriteOncePod)"),
+    ],
+)
+def test_several_replicas_on_a_single_node_claim_are_flagged(
+    most_replicas: int, claims: dict[str, dict[str, Any] | None], flagged: str | None
+) -> None:
+    warning = shared_claim_warning(most_replicas, claims)
+    if flagged is None:
+        assert warning is None
+    else:
+        assert warning is not None
+        reason, message = warning
+        assert reason == mdep.REASON_READ_WRITE_ONCE_CLAIM_SHARED
+        assert f"up to {most_replicas} replicas mount claim {flagged}," in message
+        assert "ReadWriteMany" in message  # what to do instead
+
+
+def test_the_examples_serve_from_a_claim_every_replica_can_mount() -> None:
+    (claim,) = [doc for doc in example_documents("finetunejob") if doc["kind"] == "PersistentVolumeClaim"]
+    assert load_example("finetunejob")["spec"]["output"]["pvc"]["claimName"] == claim["metadata"]["name"]
+    spec = mdep.ModelDeploymentSpec.model_validate(load_example("modeldeployment")["spec"])
+    assert spec.most_replicas() > 1
+    assert shared_claim_warning(spec.most_replicas(), {claim["metadata"]["name"]: claim}) is None
+
+
+def test_a_shared_claim_degrades_a_ready_deployment_and_a_pod_problem_comes_first() -> None:
+    warning = shared_claim_warning(3, {"models": _claim("ReadWriteOnce")})
+    previous = mdep.ModelDeploymentStatus()
+    ready = modeldeployment_status(
+        previous, 1, deployment=_deployment(2), view=VIEW, problem=None, warning=warning, at=T0
+    )
+    assert ready.phase == "Ready"
+    assert _types(ready)["Ready"] == ("True", mdep.REASON_AVAILABLE)
+    assert _types(ready)["Degraded"] == ("True", mdep.REASON_READ_WRITE_ONCE_CLAIM_SHARED)
+    problem = ("Unschedulable", "pod m-1: 0/3 nodes are available")
+    stuck = modeldeployment_status(
+        previous, 1, deployment=_deployment(0), view=VIEW, problem=problem, warning=warning, at=T0
+    )
+    assert (stuck.phase, _types(stuck)["Degraded"]) == ("Degraded", ("True", "Unschedulable"))
+    fixed = modeldeployment_status(ready, 2, deployment=_deployment(2), view=VIEW, problem=None, at=T0)
+    assert _types(fixed)["Degraded"] == ("False", "AsExpected")
+
+
 def test_modeldeployment_waits_for_its_finetunejob() -> None:
     waiting = modeldeployment_waiting(
         mdep.ModelDeploymentStatus(), 1, mdep.REASON_WAITING_FOR_FINE_TUNE_JOB, "waiting for x", T0
@@ -203,3 +263,4 @@ def test_status_patch_only_holds_changes() -> None:
     assert status_patch({}, status)["readyReplicas"] == 2
     assert load_status(mdep.ModelDeploymentStatus, {"status": current}).dump() == current
     assert load_status(mdep.ModelDeploymentStatus, {"status": {"replicas": -1}}) == mdep.ModelDeploymentStatus()
+

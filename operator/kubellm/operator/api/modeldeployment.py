@@ -46,6 +46,7 @@ __all__ = [
     "REASON_AVAILABLE",
     "REASON_DEPLOYING",
     "REASON_FINE_TUNE_JOB_FAILED",
+    "REASON_READ_WRITE_ONCE_CLAIM_SHARED",
     "REASON_REPLICAS_UNAVAILABLE",
     "REASON_SCALED_TO_ZERO",
     "REASON_WAITING_FOR_FINE_TUNE_JOB",
@@ -72,6 +73,8 @@ REASON_DEPLOYING = "Deploying"
 REASON_AVAILABLE = "ReplicasReady"
 REASON_REPLICAS_UNAVAILABLE = "ReplicasUnavailable"
 REASON_SCALED_TO_ZERO = "ScaledToZero"
+REASON_READ_WRITE_ONCE_CLAIM_SHARED = "ReadWriteOnceClaimShared"
+"""Degraded: more than one replica may mount a claim that only one node can mount at a time."""
 
 Phase = Literal["Pending", "WaitingForModel", "Deploying", "Ready", "Degraded", "Failed"]
 
@@ -220,9 +223,19 @@ class ModelDeploymentSpec(WorkloadSpec):
             raise ValueError(f"adapters: duplicate names {sorted(names)}")
         return self
 
+    def most_replicas(self) -> int:
+        """The most replicas this spec can run: the autoscaler's maximum, else replicas."""
+        return self.autoscaling.max_replicas if self.autoscaling is not None else self.replicas
+
 
 class ModelDeploymentStatus(StatusBase):
-    """The observed state of the model server."""
+    """The observed state of the model server.
+
+    Degraded is True with the reason of a pod problem (ImagePullBackOff, CrashLoopBackOff,
+    Unschedulable, ...) while replicas are missing, or with reason ReadWriteOnceClaimShared when
+    more than one replica (replicas, or autoscaling.maxReplicas) may mount a claim that is not
+    ReadWriteMany or ReadOnlyMany: replicas on another node than the first cannot mount it.
+    """
 
     phase: Phase | None = Field(default=None, description="A summary of the conditions.")
     replicas: int | None = Field(default=None, ge=0, description="Pods created (scale subresource).")

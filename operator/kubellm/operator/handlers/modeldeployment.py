@@ -1,7 +1,9 @@
 """ModelDeployment handlers: wait for referenced FineTuneJobs, then ConfigMap + Deployment + Service + HPA.
 
 Status comes from the Deployment; when it is not ready, the pods are inspected for a reason
-(unschedulable, image pull, crash loop) so ``Degraded`` says what is wrong.
+(unschedulable, image pull, crash loop) so ``Degraded`` says what is wrong. With more than one
+replica possible, the claims the server mounts are read too: one that a single node can mount
+(ReadWriteOnce) is a ``Degraded`` warning, since replicas elsewhere could not start.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from kubellm.operator.status import (
     modeldeployment_status,
     modeldeployment_waiting,
     now,
+    shared_claim_warning,
 )
 
-__all__ = ["pod_problem", "prune_optional", "reconcile", "register", "resolve_model"]
+__all__ = ["claim_warning", "pod_problem", "prune_optional", "reconcile", "register", "resolve_model"]
 
 SERVICE_MONITOR_MISSING = (
     "monitoring.serviceMonitor needs the Prometheus Operator's ServiceMonitor CRD, which this cluster lacks; "
@@ -103,6 +106,20 @@ def pod_problem(op: Operator, owner: Owner, deployment: Mapping[str, Any]) -> tu
     return None
 
 
+def claim_warning(
+    op: Operator, owner: Owner, spec: api.ModelDeploymentSpec, model: manifests.ServedModel
+) -> tuple[str, str] | None:
+    """Degraded's warning when several replicas may mount a single-node claim (claims read only then)."""
+    most = spec.most_replicas()
+    if most <= 1:
+        return None
+    claims = {
+        name: op.kube.get("v1", "PersistentVolumeClaim", owner.namespace, name)
+        for name in manifests.server_claims(model)
+    }
+    return shared_claim_warning(most, claims)
+
+
 def _view(owner: Owner, spec: api.ModelDeploymentSpec, model: manifests.ServedModel) -> DeploymentView:
     return DeploymentView(
         model=model.uri,
@@ -158,7 +175,13 @@ def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Log
     ready = (deployment.get("status", {}).get("readyReplicas") or 0) >= spec.replicas
     problem = None if ready else pod_problem(op, owner, deployment)
     status = modeldeployment_status(
-        previous, generation, deployment=deployment, view=_view(owner, spec, model), problem=problem, at=now()
+        previous,
+        generation,
+        deployment=deployment,
+        view=_view(owner, spec, model),
+        problem=problem,
+        warning=claim_warning(op, owner, spec, model),
+        at=now(),
     )
     publish_status(op, api.KIND, body, patch, status)
     return None

@@ -49,6 +49,7 @@ __all__ = [
     "selector_labels",
     "served_model_name",
     "served_model_names",
+    "server_claims",
     "server_url",
 ]
 
@@ -165,9 +166,13 @@ def _env(spec: ModelDeploymentSpec) -> list[dict[str, Any]]:
     ]
 
 
+def server_claims(model: ServedModel) -> list[str]:
+    """The PersistentVolumeClaims every replica mounts: those the model, its base and adapters name."""
+    return pvc_claims([model.uri, model.base_uri, *(uri for _, uri in model.adapters)])
+
+
 def _pod_template(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel, image: str) -> dict[str, Any]:
-    uris = [model.uri, model.base_uri, *(uri for _, uri in model.adapters)]
-    volumes, mounts = claim_volumes(pvc_claims(uris))
+    volumes, mounts = claim_volumes(server_claims(model))
     container = runtime_container(spec, image, ["serve", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"], _env(spec), mounts)
     container["ports"] = [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}]
     container.update(_probes(spec))

@@ -120,6 +120,37 @@ def test_model_deployment_serves_the_output_and_reruns_without_writes() -> None:
     assert not again
 
 
+def _degraded(patch: kopf.Patch) -> tuple[str, str]:
+    condition = next(c for c in patch["status"]["conditions"] if c["type"] == "Degraded")
+    return condition["status"], condition["reason"]
+
+
+@pytest.mark.parametrize(
+    ("modes", "spec_patch", "degraded"),
+    [
+        (["ReadWriteOnce"], {}, ("True", "ReadWriteOnceClaimShared")),  # autoscaling up to 3 replicas
+        (["ReadWriteMany"], {}, ("False", "AsExpected")),
+        (["ReadWriteOnce"], {"autoscaling": None, "replicas": 1}, ("False", "AsExpected")),
+    ],
+)
+def test_model_deployment_warns_when_replicas_share_a_single_node_claim(
+    modes: list[str], spec_patch: dict[str, Any], degraded: tuple[str, str]
+) -> None:
+    op, api = _op()
+    _succeeded_finetunejob(op, api)
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "kubellm-models"}}
+    api.objects["/api/v1/namespaces/ns/persistentvolumeclaims/kubellm-models"] = {
+        **claim,
+        "spec": {"accessModes": modes},
+        "status": {"phase": "Bound", "accessModes": modes},
+    }
+    raw = dict(_body("modeldeployment"))
+    raw["spec"] = {k: v for k, v in {**raw["spec"], **spec_patch}.items() if v is not None}
+    patch = kopf.Patch()
+    modeldeployment.reconcile(op, kopf.Body(cast(kopf.RawBody, raw)), patch, LOGGER)
+    assert _degraded(patch) == degraded
+
+
 def test_dropping_autoscaling_deletes_the_autoscaler() -> None:
     op, api = _op()
     _succeeded_finetunejob(op, api)
