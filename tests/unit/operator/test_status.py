@@ -264,3 +264,20 @@ def test_status_patch_only_holds_changes() -> None:
     assert load_status(mdep.ModelDeploymentStatus, {"status": current}).dump() == current
     assert load_status(mdep.ModelDeploymentStatus, {"status": {"replicas": -1}}) == mdep.ModelDeploymentStatus()
 
+
+def test_every_report_section_of_the_finetunejob_status_is_sent_by_the_training_pod() -> None:
+    """A status field the runtime fills but does not send would stay empty on a cluster (and locally)."""
+    from kubellm.operator.api import finetunejob as ftj_api  # noqa: PLC0415
+    from kubellm.runtime import config  # noqa: PLC0415
+    from kubellm.runtime.training.reporting import STATUS_FIELDS  # noqa: PLC0415
+
+    runtime_models = {
+        model for model in vars(config).values() if isinstance(model, type) and issubclass(model, config.ReportModel)
+    }
+    reported = {
+        field.alias or name
+        for name, field in ftj_api.FineTuneJobStatus.model_fields.items()
+        if any(model in runtime_models for model in getattr(field.annotation, "__args__", (field.annotation,)))
+    }
+    assert reported == {"progress", "dataQuality", "search", "evaluation"}
+    assert reported <= set(STATUS_FIELDS)

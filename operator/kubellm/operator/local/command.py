@@ -25,7 +25,7 @@ Next, on a cluster: with Docker and kind, `make e2e` does all of this; on any cl
   helm install kubellm charts/kubellm -n kubellm-system --create-namespace
   kubectl apply -f {paths}
   kubectl get kubellm -w        # the same resources, the same status columns
-Swap dummy:// for an hf:// model in the FineTuneJob to train a real one; nothing else changes."""
+With network access, put any hf:// model in the FineTuneJob's baseModel.uri; nothing else changes."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

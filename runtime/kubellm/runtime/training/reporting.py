@@ -43,7 +43,7 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-STATUS_FIELDS = ("progress", "dataQuality", "search", "output")
+STATUS_FIELDS = ("progress", "dataQuality", "search", "evaluation", "output")
 """The FineTuneJob status fields the pod reports to the operator."""
 
 
