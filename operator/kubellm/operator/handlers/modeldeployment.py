@@ -113,11 +113,18 @@ def claim_warning(
     most = spec.most_replicas()
     if most <= 1:
         return None
-    claims = {
-        name: op.kube.get("v1", "PersistentVolumeClaim", owner.namespace, name)
-        for name in manifests.server_claims(model)
-    }
+    claims = {name: _claim(op, owner.namespace, name) for name in manifests.server_claims(model)}
     return shared_claim_warning(most, claims)
+
+
+def _claim(op: Operator, namespace: str, name: str) -> dict[str, Any] | None:
+    """The claim, or None when it is missing or may not be read: an advisory read never blocks serving."""
+    try:
+        return op.kube.get("v1", "PersistentVolumeClaim", namespace, name)
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        return None
 
 
 def _view(owner: Owner, spec: api.ModelDeploymentSpec, model: manifests.ServedModel) -> DeploymentView:

@@ -151,6 +151,23 @@ def test_model_deployment_warns_when_replicas_share_a_single_node_claim(
     assert _degraded(patch) == degraded
 
 
+def test_a_claim_the_operator_may_not_read_costs_only_the_warning() -> None:
+    op, api = _op()
+    _succeeded_finetunejob(op, api)
+    forbidden = "/api/v1/namespaces/ns/persistentvolumeclaims/kubellm-models"
+    get = api._get
+
+    def refusing(path: str) -> dict[str, Any] | None:
+        if path == forbidden:
+            raise ApiError(403, "persistentvolumeclaims is forbidden")
+        return get(path)
+
+    api._get = refusing  # type: ignore[method-assign]
+    patch = kopf.Patch()
+    assert modeldeployment.reconcile(op, _body("modeldeployment"), patch, LOGGER) is None
+    assert _degraded(patch) == ("False", "AsExpected")
+
+
 def test_dropping_autoscaling_deletes_the_autoscaler() -> None:
     op, api = _op()
     _succeeded_finetunejob(op, api)
