@@ -112,6 +112,8 @@ IMMUTABLE_FIELDS = (
 )
 _IMMUTABLE_MESSAGE = "is immutable once the FineTuneJob exists; create a new FineTuneJob to train differently"
 _AUGMENTATION_ONE_PROCESS = "dataAugmentation runs in one process: set distributed to 1 node and 1 process per node"
+_SEARCH_ONE_PROCESS = "a hyper-parameter search runs in one process: set distributed to 1 node and 1 process per node"
+_ONE_PROCESS_CEL = "(self.distributed.nodes == 1 && self.distributed.processesPerNode == 1)"
 
 
 def _immutable(field: str) -> JsonDict:
@@ -129,10 +131,29 @@ class OutputLocation(ConfigModel):
 
 
 class DistributedConfig(ConfigModel):
-    """Training across several pods (an Indexed Job with torchrun)."""
+    """Training across several processes and pods: an Indexed Job of torchrun pods (c10d rendezvous on pod 0).
 
-    nodes: int = Field(default=1, ge=1, le=64, description="Pods (usually one per node).")
-    processes_per_node: int = Field(default=1, ge=1, le=16, description="Processes per pod, usually one per GPU.")
+    Above 1 node or 1 process, each pod runs ``torchrun`` with data-parallel training (DDP; NCCL
+    when the pods request GPUs, gloo otherwise); the global batch is ``batchSize`` x
+    ``gradientAccumulationSteps`` x nodes x processesPerNode. Rank 0 writes the checkpoints and
+    the result, so with several nodes the output claim must be ReadWriteMany. One failed pod
+    fails the group; the Job retries it from the last checkpoint.
+    """
+
+    nodes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Pods, one torchrun agent each (usually one per node); above 1, an Indexed Job plus a headless "
+        "Service <name>-workers for the rendezvous.",
+    )
+    processes_per_node: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Training processes per pod, one per GPU: with GPUs, each pod requests this many nvidia.com/gpu "
+        "(overriding resources); without, gloo processes share the pod's CPUs.",
+    )
 
 
 class FineTuneJobSpec(WorkloadSpec):
@@ -160,6 +181,7 @@ class FineTuneJobSpec(WorkloadSpec):
             message=f"evaluation {_IMMUTABLE_MESSAGE}",
             field_path=".evaluation",
         ),
+        CelRule(rule=f"!has(self.search) || {_ONE_PROCESS_CEL}", message=_SEARCH_ONE_PROCESS, field_path=".search"),
         CelRule(
             rule="has(self.search) == has(oldSelf.search)",
             message=f"search {_IMMUTABLE_MESSAGE}",
@@ -246,6 +268,8 @@ class FineTuneJobSpec(WorkloadSpec):
         one_process = self.distributed.nodes == 1 and self.distributed.processes_per_node == 1
         if self.data_augmentation is not None and not one_process:
             raise ValueError(_AUGMENTATION_ONE_PROCESS)
+        if self.search is not None and not one_process:
+            raise ValueError(_SEARCH_ONE_PROCESS)
         return self
 
 

@@ -11,6 +11,7 @@ from kubellm.operator.manifests.common import (
     CONFIG_DIR,
     CONFIG_FILE,
     CONFIG_HASH_ANNOTATION,
+    GPU_RESOURCE,
     PVC_ROOT,
     Owner,
     claim_volumes,
@@ -26,6 +27,7 @@ from kubellm.operator.manifests.common import (
 from kubellm.operator.manifests.reporting import build_report_children, report_env, report_name
 from kubellm.runtime.config import (
     AUGMENTATION_API_KEY_ENV,
+    DDP_BACKEND_ENV,
     TRAIN_EXIT_DATA_QUALITY,
     TRAIN_EXIT_INVALID,
     AugmentationServer,
@@ -33,17 +35,22 @@ from kubellm.runtime.config import (
 
 __all__ = [
     "COMPONENT",
+    "RENDEZVOUS_PORT",
     "AugmentationEndpoint",
     "build_children",
     "build_training_config_map",
     "build_training_job",
+    "build_workers_service",
     "config_map_name",
+    "is_distributed",
     "job_name",
     "output_path",
     "output_uri",
+    "workers_service_name",
 ]
 
 COMPONENT = "training"
+RENDEZVOUS_PORT = 29500
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,16 @@ def config_map_name(owner: Owner) -> str:
 def job_name(owner: Owner) -> str:
     """The training Job: the FineTuneJob's own name."""
     return owner.child_name()
+
+
+def workers_service_name(owner: Owner) -> str:
+    """The headless Service giving a distributed run's pods stable host names (``<job>-<index>.<service>``)."""
+    return owner.child_name("workers")
+
+
+def is_distributed(spec: FineTuneJobSpec) -> bool:
+    """Whether the run spans several processes (an Indexed Job of torchrun pods)."""
+    return spec.distributed.nodes > 1 or spec.distributed.processes_per_node > 1
 
 
 def output_path(owner: Owner, spec: FineTuneJobSpec) -> str:
@@ -117,10 +134,79 @@ def _env(owner: Owner, spec: FineTuneJobSpec, augmentation: AugmentationEndpoint
     return [*env, *report_env(owner)]
 
 
+def _torchrun_args(owner: Owner, spec: FineTuneJobSpec, train_args: list[str]) -> list[str]:
+    """torchrun, c10d rendezvous on pod 0, running the same ``kubellm train`` in every process.
+
+    ``$(JOB_COMPLETION_INDEX)`` is expanded by the kubelet from the env var the Job controller
+    sets on an Indexed Job's pods. ``--max-restarts 0``: a broken group fails its pods, and the
+    Job (not torchrun) starts them again, resuming from the last checkpoint.
+    """
+    endpoint = f"{job_name(owner)}-0.{workers_service_name(owner)}:{RENDEZVOUS_PORT}"
+    return [
+        "--nnodes", str(spec.distributed.nodes),
+        "--nproc-per-node", str(spec.distributed.processes_per_node),
+        "--node-rank", "$(JOB_COMPLETION_INDEX)",
+        "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", endpoint,
+        "--rdzv-id", owner.uid,
+        "--max-restarts", "0",
+        "-m", "kubellm.runtime.cli",
+        *train_args,
+    ]  # fmt: skip
+
+
+def _distribute(owner: Owner, spec: FineTuneJobSpec, container: dict[str, Any]) -> None:
+    """Turn the one-process container into a torchrun worker (in place)."""
+    container["command"] = ["torchrun"]
+    container["args"] = _torchrun_args(owner, spec, container["args"])
+    container["env"].append({"name": DDP_BACKEND_ENV, "value": "nccl" if spec.has_gpu() else "gloo"})
+    container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]
+    if spec.has_gpu():  # one GPU per process
+        for section in container.get("resources", {}).values():
+            if GPU_RESOURCE in section:
+                section[GPU_RESOURCE] = str(spec.distributed.processes_per_node)
+
+
+def _distributed_job_spec(owner: Owner, spec: FineTuneJobSpec, job_spec: dict[str, Any]) -> dict[str, Any]:
+    """An Indexed Job: one pod per node, each a torchrun agent; the group fails and retries together.
+
+    When one pod fails, its peers lose the group and fail too, so a retry costs up to ``nodes``
+    pod failures: the Job's ``backoffLimit`` is the spec's ``backoffLimit`` times ``nodes``
+    (``backoffLimitPerIndex`` would retry one index alone, which cannot rejoin a running group).
+    """
+    nodes = spec.distributed.nodes
+    job_spec["template"]["spec"]["subdomain"] = workers_service_name(owner)
+    return {
+        **job_spec,
+        "backoffLimit": spec.backoff_limit * nodes,
+        "completionMode": "Indexed",
+        "completions": nodes,
+        "parallelism": nodes,
+    }
+
+
+def build_workers_service(owner: Owner) -> dict[str, Any]:
+    """Headless Service over the run's pods: DNS names for the rendezvous, ready or not."""
+    selector = metadata(owner, "", COMPONENT)["labels"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, workers_service_name(owner), COMPONENT),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector,
+            "ports": [
+                {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
 def build_training_job(
     owner: Owner, spec: FineTuneJobSpec, image: str, augmentation: AugmentationEndpoint | None = None
 ) -> dict[str, Any]:
-    """The Job: one pod running ``kubellm train``, writing into the output claim."""
+    """The Job: one pod running ``kubellm train`` (or, distributed, an Indexed Job of torchrun pods)."""
     claim = spec.output.pvc.claim_name
     read_claims = pvc_claims([spec.base_model.uri, spec.dataset.uri])
     volumes, mounts = claim_volumes(read_claims, writable=[claim])
@@ -132,6 +218,8 @@ def build_training_job(
         f"{PVC_ROOT}/{claim}/{output_path(owner, spec)}",
     ]
     container = runtime_container(spec, image, args, _env(owner, spec, augmentation), mounts)
+    if is_distributed(spec):
+        _distribute(owner, spec, container)
     cm_hash = config_hash(build_training_config_map(owner, spec, augmentation)["data"])
     template = {
         "metadata": {
@@ -155,6 +243,8 @@ def build_training_job(
     }
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if is_distributed(spec):
+        job_spec = _distributed_job_spec(owner, spec, job_spec)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -170,5 +260,6 @@ def build_children(
     return [
         build_training_config_map(owner, spec, augmentation),
         *build_report_children(owner, COMPONENT),
+        *([build_workers_service(owner)] if is_distributed(spec) else []),
         build_training_job(owner, spec, image, augmentation),
     ]

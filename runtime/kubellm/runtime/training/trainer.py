@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -31,7 +32,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainerState
 from transformers import ProgressCallback as ProgressBarCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from kubellm.runtime.config import TrainingConfig
+from kubellm.runtime.config import DDP_BACKEND_ENV, TrainingConfig
 from kubellm.runtime.training.encoding import EncodedExample, PadCollator
 from kubellm.runtime.training.errors import ConfigError, InterruptedRunError
 from kubellm.runtime.training.methods import PreparedModel
@@ -77,12 +78,17 @@ class RunResult:
 
 
 def planned_steps(training: TrainingConfig, train_examples: int, max_steps: int | None = None) -> int:
-    """Optimizer steps the run will take (as the Trainer counts them on one device)."""
+    """Optimizer steps the run will take (as the Trainer counts them; ``WORLD_SIZE`` processes share each epoch)."""
     budget = max_steps or training.max_steps
     if budget:
         return budget
-    batches = math.ceil(train_examples / training.batch_size)
+    batches = math.ceil(train_examples / (training.batch_size * _world_size()))
     return training.epochs * max(math.ceil(batches / training.gradient_accumulation_steps), 1)
+
+
+def _world_size() -> int:
+    """Processes in the run (torchrun sets ``WORLD_SIZE``; 1 when run plainly)."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
 
 
 def last_complete_checkpoint(run_dir: Path) -> Path | None:
@@ -145,6 +151,7 @@ def build_arguments(plan: RunPlan, total_steps: int, has_eval: bool) -> Training
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),  # also what lets bf16 run on a CPU
+        ddp_backend=os.environ.get(DDP_BACKEND_ENV) or None,  # set by the operator: nccl on GPUs, gloo on CPUs
         bf16=bf16,
         fp16=fp16,
     )

@@ -286,3 +286,69 @@ def test_service_monitor_only_when_asked(mdep_spec: dict[str, Any]) -> None:
     assert monitor is not None
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
     assert monitor["spec"]["selector"]["matchLabels"] == modeldeployment.selector_labels(owner)
+
+
+def _distributed(ftj: tuple[Owner, FineTuneJobSpec], **distributed: int) -> FineTuneJobSpec:
+    _, spec = ftj
+    document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return FineTuneJobSpec.model_validate({**document, "distributed": distributed})
+
+
+def test_one_process_is_unchanged_by_the_distributed_defaults(ftj: tuple[Owner, FineTuneJobSpec]) -> None:
+    owner, spec = ftj
+    explicit = _distributed(ftj, nodes=1, processesPerNode=1)
+    assert finetunejob.build_children(owner, explicit, IMAGE) == finetunejob.build_children(owner, spec, IMAGE)
+    job = finetunejob.build_training_job(owner, spec, IMAGE)
+    assert "completionMode" not in job["spec"] and "command" not in _container(job)
+    assert [c["kind"] for c in finetunejob.build_children(owner, spec, IMAGE)].count("Service") == 0
+
+
+def test_several_nodes_make_an_indexed_job_of_torchrun_pods(ftj: tuple[Owner, FineTuneJobSpec]) -> None:
+    owner, _ = ftj
+    spec = _distributed(ftj, nodes=3, processesPerNode=2)
+    children = finetunejob.build_children(owner, spec, IMAGE)
+    service, job = children[-2], children[-1]
+    assert (service["kind"], service["metadata"]["name"]) == ("Service", "smollm2-dates-workers")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["backoffLimit"]) == (3, 3, 9)
+    assert job["spec"]["template"]["spec"]["subdomain"] == "smollm2-dates-workers"
+    container = _container(job)
+    assert container["command"] == ["torchrun"]
+    args = container["args"]
+    assert args[: args.index("-m")] == [
+        "--nnodes", "3", "--nproc-per-node", "2", "--node-rank", "$(JOB_COMPLETION_INDEX)",
+        "--rdzv-backend", "c10d", "--rdzv-endpoint", "smollm2-dates-0.smollm2-dates-workers:29500",
+        "--rdzv-id", "uid-smollm2-dates", "--max-restarts", "0",
+    ]  # fmt: skip
+    assert args[args.index("-m") + 1 :] == [
+        "kubellm.runtime.cli", "train", "--config", "/etc/kubellm/config.yaml",
+        "--output", "/mnt/pvc/kubellm-models/smollm2-dates",
+    ]  # fmt: skip
+    assert _env(container)["KUBELLM_DDP_BACKEND"] == "gloo"
+    assert job["spec"]["podFailurePolicy"]["rules"][0]["action"] == "Ignore"
+    for child in children:
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "uid-smollm2-dates"
+
+
+def test_distributed_gpus_use_nccl_and_one_gpu_per_process(ftj: tuple[Owner, FineTuneJobSpec]) -> None:
+    owner, spec = ftj
+    document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["resources"] = {"limits": {"nvidia.com/gpu": "1", "memory": "8Gi"}}
+    gpu = FineTuneJobSpec.model_validate({**document, "distributed": {"nodes": 2, "processesPerNode": 4}})
+    container = _container(finetunejob.build_training_job(owner, gpu, IMAGE))
+    assert _env(container)["KUBELLM_DDP_BACKEND"] == "nccl"
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": "4", "memory": "8Gi"}
+
+
+def test_search_needs_one_process(ftj: tuple[Owner, FineTuneJobSpec]) -> None:
+    _, spec = ftj
+    document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    parameter = {"name": "learningRate", "type": "logUniform", "low": "1e-5", "high": "1e-3"}
+    document["search"] = {"trials": 2, "parameters": [parameter]}
+    document["distributed"] = {"nodes": 2}
+    with pytest.raises(ValueError, match="search runs in one process"):
+        FineTuneJobSpec.model_validate(document)
