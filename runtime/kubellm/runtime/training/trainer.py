@@ -151,7 +151,8 @@ def build_arguments(plan: RunPlan, total_steps: int, has_eval: bool) -> Training
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),  # also what lets bf16 run on a CPU
-        ddp_backend=os.environ.get(DDP_BACKEND_ENV) or None,  # set by the operator: nccl on GPUs, gloo on CPUs
+        # The operator sets it: nccl on GPUs, gloo on CPUs; a plain single process has no group.
+        ddp_backend=(os.environ.get(DDP_BACKEND_ENV) or None) if _world_size() > 1 else None,
         bf16=bf16,
         fp16=fp16,
     )
