@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from kubellm.runtime.config import DISTRIBUTED_LAUNCHER, TRAIN_EXIT_DATA_QUALITY
 from kubellm.runtime.models.loading import load_model
 from tests.integration.test_training import MODEL, _dataset
 
@@ -63,3 +64,22 @@ def test_two_gloo_processes_train_like_one(tmp_path: Path) -> None:
     with torch.no_grad():
         ids = loaded.model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert ids.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_a_failed_data_check_in_two_processes_exits_with_its_own_code(tmp_path: Path) -> None:
+    """torchrun alone exits 1; the pods' launcher keeps 3, so the Job fails at once, not after retries."""
+    data = tmp_path / "same.jsonl"
+    row = json.dumps({"prompt": "Repeat: red\nAnswer:", "response": " red"})
+    data.write_text(f"{row}\n" * 40)  # 39 of 40 rows are duplicates: far past maxDroppedPercent
+    spec = {"baseModel": {"uri": MODEL}, "dataset": {"uri": f"file://{data}"}, "dataQuality": {"maxDroppedPercent": 30},
+            "training": {"method": "full", "maxSteps": 2}}  # fmt: skip
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "KUBELLM_DDP_BACKEND": "gloo",
+           "KUBELLM_TERMINATION_LOG": "/nonexistent"}  # fmt: skip
+    launcher = [sys.executable, "-m", DISTRIBUTED_LAUNCHER, "--standalone", "--nproc-per-node", "2"]
+    train = ["-m", "kubellm.runtime.cli", "train", "--config", str(config), "--output", str(tmp_path / "out")]
+    command = [*launcher, *train]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    print(f"\n[ddp] 2 processes, failed data check: launcher exit code {result.returncode}")
+    assert result.returncode == TRAIN_EXIT_DATA_QUALITY, result.stderr[-3000:]

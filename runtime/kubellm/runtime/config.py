@@ -35,6 +35,7 @@ __all__ = [
     "AUGMENTATION_API_KEY_ENV",
     "AUGMENTATION_NEEDS_PROMPTS",
     "DDP_BACKEND_ENV",
+    "DISTRIBUTED_LAUNCHER",
     "DNS_SUBDOMAIN_PATTERN",
     "EXPERIMENT_EXIT_BAD_INPUT",
     "NEW_ROW_TEMPLATE",
@@ -112,6 +113,8 @@ EXPERIMENT_EXIT_BAD_INPUT = 2
 """``kubellm experiment``: unusable experiment definition, templates or dataset."""
 DDP_BACKEND_ENV = "KUBELLM_DDP_BACKEND"
 """torch.distributed backend of a multi-process training run (``nccl`` on GPUs, ``gloo`` on CPUs)."""
+DISTRIBUTED_LAUNCHER = "kubellm.runtime.training.launch"
+"""Module a distributed run's pods start (``python -m``): torchrun's arguments, the workers' bad-input exit codes."""
 
 DecimalString = Annotated[str, StringConstraints(pattern=DECIMAL_PATTERN, max_length=24)]
 """A non-negative decimal written as a string, e.g. ``"2e-4"`` or ``"0.05"``."""

@@ -64,7 +64,7 @@ def test_three_nodes_make_an_indexed_job_a_headless_service_and_ranked_pods(
         index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
         container = pod["spec"]["containers"][0]
         env = {e["name"]: e for e in container["env"]}
-        assert container["command"] == ["torchrun"]
+        assert container["command"] == ["python", "-m", "kubellm.runtime.training.launch"]
         args = container["args"]
         assert args[args.index("--node-rank") + 1] == "$(JOB_COMPLETION_INDEX)"
         assert env["JOB_COMPLETION_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"].endswith("job-completion-index']")

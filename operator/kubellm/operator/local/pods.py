@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kubellm.operator.manifests.common import CACHE_DIR, PVC_ROOT
-from kubellm.runtime.config import DDP_BACKEND_ENV
+from kubellm.runtime.config import DDP_BACKEND_ENV, DISTRIBUTED_LAUNCHER
 
 __all__ = ["LocalPod", "PodError", "WorkFolder"]
 
@@ -88,15 +88,16 @@ def translate(value: str, mapping: Mapping[str, Path]) -> str:
 
 
 def _standalone_torchrun(args: list[str]) -> list[str]:
-    """A distributed pod's ``torchrun`` args, as one machine runs them: ``--standalone``, every process here.
+    """A distributed pod's launcher args, as one machine runs them: ``--standalone``, every process here.
 
     ``nodes x processesPerNode`` processes on this machine (a local rendezvous, no pod 0 to
-    reach), running the same module and arguments as the pods.
+    reach), through the pods' launcher (torchrun keeping the bad-input exit codes), running the
+    same module and arguments as the pods.
     """
     nodes = int(args[args.index("--nnodes") + 1])
     per_node = int(args[args.index("--nproc-per-node") + 1])
     script = args[args.index("-m") :]
-    return ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nodes * per_node), *script]
+    return ["-m", DISTRIBUTED_LAUNCHER, "--standalone", "--nproc-per-node", str(nodes * per_node), *script]
 
 
 def _env_value(
@@ -153,7 +154,7 @@ class LocalPod:
             if value is not None:
                 env[entry["name"]] = translate(value, mapping)
         env.update(KUBELLM_REPORT_DIR=str(self.report_dir), PYTHONUNBUFFERED="1")
-        if container.get("command") == ["torchrun"]:  # a distributed FineTuneJob: gloo, on this machine's CPUs
+        if container.get("command", [])[-1:] == [DISTRIBUTED_LAUNCHER]:  # distributed: gloo, this machine's CPUs
             env[DDP_BACKEND_ENV] = "gloo"
             return [sys.executable, *_standalone_torchrun(args), *self.extra_args], env
         return [sys.executable, "-m", "kubellm.runtime.cli", *args, *self.extra_args], env

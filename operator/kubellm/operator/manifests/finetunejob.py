@@ -28,6 +28,7 @@ from kubellm.operator.manifests.reporting import build_report_children, report_e
 from kubellm.runtime.config import (
     AUGMENTATION_API_KEY_ENV,
     DDP_BACKEND_ENV,
+    DISTRIBUTED_LAUNCHER,
     TRAIN_EXIT_DATA_QUALITY,
     TRAIN_EXIT_INVALID,
     AugmentationServer,
@@ -156,8 +157,12 @@ def _torchrun_args(owner: Owner, spec: FineTuneJobSpec, train_args: list[str]) -
 
 
 def _distribute(owner: Owner, spec: FineTuneJobSpec, container: dict[str, Any]) -> None:
-    """Turn the one-process container into a torchrun worker (in place)."""
-    container["command"] = ["torchrun"]
+    """Turn the one-process container into a torchrun agent (in place).
+
+    The launcher is torchrun keeping a worker's bad-input exit code (torchrun alone exits 1), so
+    the podFailurePolicy still fails the Job at once on a bad config or a failed data check.
+    """
+    container["command"] = ["python", "-m", DISTRIBUTED_LAUNCHER]
     container["args"] = _torchrun_args(owner, spec, container["args"])
     container["env"].append({"name": DDP_BACKEND_ENV, "value": "nccl" if spec.has_gpu() else "gloo"})
     container["ports"] = [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"}]

@@ -53,7 +53,7 @@ def test_the_command_is_the_containers_args_with_local_paths(tmp_path: Path, mon
     assert "KUBERNETES_SERVICE_HOST" not in env
 
 
-def test_a_distributed_job_runs_as_standalone_torchrun_with_gloo(tmp_path: Path) -> None:
+def test_a_distributed_job_runs_as_the_standalone_launcher_with_gloo(tmp_path: Path) -> None:
     resource = load_manifests([EXAMPLES / "finetunejob.yaml"]).resources[0]
     document = resource.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     spec = type(resource.spec).model_validate({**document, "distributed": {"nodes": 2, "processesPerNode": 2}})
@@ -62,7 +62,7 @@ def test_a_distributed_job_runs_as_standalone_torchrun_with_gloo(tmp_path: Path)
     pod = LocalPod("tiny", job["spec"]["template"]["spec"], {}, work.pod("FineTuneJob", "tiny"), work, "default")
     argv, env = pod.command()
     assert argv[:7] == [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4", "-m",
+        sys.executable, "-m", "kubellm.runtime.training.launch", "--standalone", "--nproc-per-node", "4", "-m",
     ]  # fmt: skip
     assert argv[7:10] == ["kubellm.runtime.cli", "train", "--config"]
     assert env["KUBELLM_DDP_BACKEND"] == "gloo"

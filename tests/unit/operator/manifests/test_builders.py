@@ -317,7 +317,7 @@ def test_several_nodes_make_an_indexed_job_of_torchrun_pods(ftj: tuple[Owner, Fi
     assert (job["spec"]["completions"], job["spec"]["parallelism"], job["spec"]["backoffLimit"]) == (3, 3, 9)
     assert job["spec"]["template"]["spec"]["subdomain"] == "smollm2-dates-workers"
     container = _container(job)
-    assert container["command"] == ["torchrun"]
+    assert container["command"] == ["python", "-m", "kubellm.runtime.training.launch"]
     args = container["args"]
     assert args[: args.index("-m")] == [
         "--nnodes", "3", "--nproc-per-node", "2", "--node-rank", "$(JOB_COMPLETION_INDEX)",

@@ -1,0 +1,26 @@
+"""The distributed launcher's exit code: the first failing worker's bad-input code, else 1."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubellm.runtime.config import TRAIN_EXIT_DATA_QUALITY, TRAIN_EXIT_INVALID
+from kubellm.runtime.training.launch import launcher_exit_code
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected"),
+    [
+        ([(10.0, TRAIN_EXIT_DATA_QUALITY)], TRAIN_EXIT_DATA_QUALITY),
+        ([(10.0, TRAIN_EXIT_INVALID), (10.5, TRAIN_EXIT_INVALID)], TRAIN_EXIT_INVALID),
+        ([(12.0, 1), (11.0, TRAIN_EXIT_DATA_QUALITY)], TRAIN_EXIT_DATA_QUALITY),  # the first by time
+        ([(11.0, 1), (12.0, TRAIN_EXIT_DATA_QUALITY)], 1),  # a crash, then a peer's odd code
+        ([(11.0, -9)], 1),  # killed by a signal
+        ([(11.0, 7)], 1),
+        ([], 1),
+    ],
+)
+def test_the_first_failure_keeps_its_code_only_when_it_means_bad_input(
+    failures: list[tuple[float, int]], expected: int
+) -> None:
+    assert launcher_exit_code(failures) == expected
