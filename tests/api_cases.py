@@ -326,6 +326,21 @@ _MDEP: list[InvalidCase] = [
         message="maxBatchSize must not exceed maxConcurrent",
     ),
     InvalidCase(
+        "mdep-prometheus-with-cpu",
+        "modeldeployment",
+        _spec(autoscaling={"metric": "cpu", "prometheusAddress": "http://prometheus:9090"}),
+        "spec.autoscaling.prometheusAddress",
+        "cel",
+        message="prometheusAddress applies only to metric queueSize or activeRequests",
+    ),
+    InvalidCase(
+        "mdep-prometheus-not-a-url",
+        "modeldeployment",
+        _spec(autoscaling={"metric": "queueSize", "prometheusAddress": "prometheus:9090"}),
+        "spec.autoscaling.prometheusAddress",
+        "schema",
+    ),
+    InvalidCase(
         "mdep-cache-off-with-url",
         "modeldeployment",
         _spec(serving={"cache": {"enabled": False, "url": "redis://redis:6379/0"}}),

@@ -248,9 +248,13 @@ Permission = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 _PROXY_LINE = re.compile(r'"Response" verb="(\w+)" url="([^"]+)" status="(\d+)')
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 # A permission the run cannot exercise, inferred from the same code path it does exercise: a
-# ServiceMonitor is an optional child handled exactly like an Ingress, and this control plane
-# has no Prometheus Operator CRD (installing one would change what other tests see).
-_SAME_PATH_AS = {("monitoring.coreos.com", "servicemonitors"): ("networking.k8s.io", "ingresses")}
+# ServiceMonitor or a KEDA ScaledObject is an optional child handled exactly like an Ingress, and
+# this control plane has neither the Prometheus Operator's nor KEDA's CRDs (installing one would
+# change what other tests see).
+_SAME_PATH_AS = {
+    ("monitoring.coreos.com", "servicemonitors"): ("networking.k8s.io", "ingresses"),
+    ("keda.sh", "scaledobjects"): ("networking.k8s.io", "ingresses"),
+}
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ PLURALS: dict[str, str] = {
     "ModelDeployment": "modeldeployments",
     "PromptExperiment": "promptexperiments",
     "ServiceMonitor": "servicemonitors",
+    "ScaledObject": "scaledobjects",
 }
 _CREATE_ONLY = frozenset({"Job"})
 

@@ -303,7 +303,7 @@ def _mdep_conditions(
     deployment: Mapping[str, Any],
     view: DeploymentView,
     problem: tuple[str, str] | None,
-    warning: tuple[str, str] | None = None,
+    warnings: Sequence[tuple[str, str]] = (),
 ) -> tuple[str, list[ConditionSpec]]:
     status = deployment.get("status", {})
     ready = status.get("readyReplicas") or 0
@@ -317,8 +317,9 @@ def _mdep_conditions(
         message = f"{ready}/{view.desired_replicas} replicas ready"
     degraded_reason, degraded_message = problem or ("AsExpected", "no problem seen")
     phase = "Ready" if done else "Degraded" if problem else "Deploying"
-    # A pod problem degrades while replicas are missing; a warning (a shared claim) whatever they do.
-    degraded = problem if problem and not done else warning
+    # A pod problem degrades while replicas are missing; warnings about the spec whatever they do.
+    warned = (warnings[0][0], "; ".join(message for _, message in warnings)) if warnings else None
+    degraded = problem if problem and not done else warned
     return phase, [
         ConditionSpec(
             CONDITION_READY, "True" if done else "False", reason if not problem or done else degraded_reason, message
@@ -338,10 +339,10 @@ def modeldeployment_status(
     view: DeploymentView,
     problem: tuple[str, str] | None,
     at: datetime,
-    warning: tuple[str, str] | None = None,
+    warnings: Sequence[tuple[str, str]] = (),
 ) -> mdep.ModelDeploymentStatus:
-    """ModelDeployment status from its Deployment (and a pod problem found, or a warning about the spec)."""
-    phase, wanted = _mdep_conditions(deployment, view, problem, warning)
+    """ModelDeployment status from its Deployment (and a pod problem found, or warnings about the spec)."""
+    phase, wanted = _mdep_conditions(deployment, view, problem, warnings)
     status = deployment.get("status", {})
     return mdep.ModelDeploymentStatus(
         observed_generation=generation,

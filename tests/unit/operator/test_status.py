@@ -188,20 +188,31 @@ def test_the_examples_serve_from_a_claim_every_replica_can_mount() -> None:
 
 def test_a_shared_claim_degrades_a_ready_deployment_and_a_pod_problem_comes_first() -> None:
     warning = shared_claim_warning(3, {"models": _claim("ReadWriteOnce")})
+    assert warning is not None
     previous = mdep.ModelDeploymentStatus()
     ready = modeldeployment_status(
-        previous, 1, deployment=_deployment(2), view=VIEW, problem=None, warning=warning, at=T0
+        previous, 1, deployment=_deployment(2), view=VIEW, problem=None, warnings=[warning], at=T0
     )
     assert ready.phase == "Ready"
     assert _types(ready)["Ready"] == ("True", mdep.REASON_AVAILABLE)
     assert _types(ready)["Degraded"] == ("True", mdep.REASON_READ_WRITE_ONCE_CLAIM_SHARED)
     problem = ("Unschedulable", "pod m-1: 0/3 nodes are available")
     stuck = modeldeployment_status(
-        previous, 1, deployment=_deployment(0), view=VIEW, problem=problem, warning=warning, at=T0
+        previous, 1, deployment=_deployment(0), view=VIEW, problem=problem, warnings=[warning], at=T0
     )
     assert (stuck.phase, _types(stuck)["Degraded"]) == ("Degraded", ("True", "Unschedulable"))
     fixed = modeldeployment_status(ready, 2, deployment=_deployment(2), view=VIEW, problem=None, at=T0)
     assert _types(fixed)["Degraded"] == ("False", "AsExpected")
+
+
+def test_several_warnings_share_the_degraded_condition() -> None:
+    warnings = [("AutoscalingMetricUnavailable", "nothing serves llm_queue_size"), ("ReadWriteOnceClaimShared", "x")]
+    status = modeldeployment_status(
+        mdep.ModelDeploymentStatus(), 1, deployment=_deployment(2), view=VIEW, problem=None, warnings=warnings, at=T0
+    )
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert (degraded.status, degraded.reason) == ("True", "AutoscalingMetricUnavailable")
+    assert degraded.message == "nothing serves llm_queue_size; x"
 
 
 def test_modeldeployment_waits_for_its_finetunejob() -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "INFO",
     "KIND",
     "PLURAL",
+    "REASON_AUTOSCALING_METRIC_UNAVAILABLE",
     "REASON_AVAILABLE",
     "REASON_DEPLOYING",
     "REASON_FINE_TUNE_JOB_FAILED",
@@ -73,6 +74,8 @@ REASON_DEPLOYING = "Deploying"
 REASON_AVAILABLE = "ReplicasReady"
 REASON_REPLICAS_UNAVAILABLE = "ReplicasUnavailable"
 REASON_SCALED_TO_ZERO = "ScaledToZero"
+REASON_AUTOSCALING_METRIC_UNAVAILABLE = "AutoscalingMetricUnavailable"
+"""Degraded: autoscaling.metric is queueSize or activeRequests and nothing in the cluster serves it."""
 REASON_READ_WRITE_ONCE_CLAIM_SHARED = "ReadWriteOnceClaimShared"
 """Degraded: more than one replica may mount a claim that only one node can mount at a time."""
 
@@ -107,6 +110,14 @@ class AdapterSource(ConfigModel):
         return self
 
 
+_PROMETHEUS_FOR_SERVER_METRICS = CelRule(
+    rule="self.metric != 'cpu' || !has(self.prometheusAddress)",
+    message="prometheusAddress applies only to metric queueSize or activeRequests (cpu comes from the kubelet)",
+    field_path=".prometheusAddress",
+    reason="FieldValueForbidden",
+)
+
+
 class AutoscalingConfig(ConfigModel):
     """A HorizontalPodAutoscaler on the scale subresource."""
 
@@ -116,6 +127,7 @@ class AutoscalingConfig(ConfigModel):
             message="minReplicas must not exceed maxReplicas",
             field_path=".minReplicas",
         ),
+        _PROMETHEUS_FOR_SERVER_METRICS,
     )
 
     min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest replicas.")
@@ -123,7 +135,9 @@ class AutoscalingConfig(ConfigModel):
     metric: Literal["cpu", "queueSize", "activeRequests"] = Field(
         default="cpu",
         description="What to scale on: cpu (utilisation percent), queueSize or activeRequests (per-pod average "
-        "of the server's metrics; needs a custom metrics adapter such as prometheus-adapter or KEDA).",
+        "of the server's metrics). The latter two need KEDA with prometheusAddress set (a KEDA ScaledObject is "
+        "made instead of an HPA) or a custom metrics adapter such as prometheus-adapter serving the metric to an "
+        "HPA; with neither, Degraded says so (reason AutoscalingMetricUnavailable).",
     )
     target_value: int | None = Field(
         default=None,
@@ -131,11 +145,20 @@ class AutoscalingConfig(ConfigModel):
         le=100_000,
         description="Target per pod. Default: cpu 80 (percent), queueSize 4, activeRequests 8.",
     )
+    prometheus_address: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)] | None = Field(
+        default=None,
+        description="The Prometheus server KEDA queries for queueSize or activeRequests, e.g. "
+        "http://prometheus-operated.monitoring.svc:9090. With KEDA installed, the operator makes a KEDA "
+        "ScaledObject (a prometheus trigger on the sum of the metric over the server's pods, by their namespace "
+        "and pod labels, against targetValue per pod) instead of an HPA. Only with those two metrics.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError("minReplicas must not exceed maxReplicas")
+        if self.metric == "cpu" and self.prometheus_address is not None:
+            raise ValueError(_PROMETHEUS_FOR_SERVER_METRICS.message)
         return self
 
 
@@ -232,9 +255,12 @@ class ModelDeploymentStatus(StatusBase):
     """The observed state of the model server.
 
     Degraded is True with the reason of a pod problem (ImagePullBackOff, CrashLoopBackOff,
-    Unschedulable, ...) while replicas are missing, or with reason ReadWriteOnceClaimShared when
-    more than one replica (replicas, or autoscaling.maxReplicas) may mount a claim that is not
-    ReadWriteMany or ReadOnlyMany: replicas on another node than the first cannot mount it.
+    Unschedulable, ...) while replicas are missing; otherwise with reason
+    AutoscalingMetricUnavailable when autoscaling.metric is queueSize or activeRequests and
+    neither KEDA (with prometheusAddress) nor a custom metrics adapter can serve it, or
+    ReadWriteOnceClaimShared when more than one replica (replicas, or autoscaling.maxReplicas) may
+    mount a claim that is not ReadWriteMany or ReadOnlyMany: replicas on another node than the
+    first cannot mount it. Several warnings share the message.
     """
 
     phase: Phase | None = Field(default=None, description="A summary of the conditions.")

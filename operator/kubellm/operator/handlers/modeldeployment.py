@@ -37,12 +37,22 @@ from kubellm.operator.status import (
     shared_claim_warning,
 )
 
-__all__ = ["claim_warning", "pod_problem", "prune_optional", "reconcile", "register", "resolve_model"]
+__all__ = [
+    "autoscaling_plan",
+    "claim_warning",
+    "pod_problem",
+    "prune_optional",
+    "reconcile",
+    "register",
+    "resolve_model",
+]
 
 SERVICE_MONITOR_MISSING = (
     "monitoring.serviceMonitor needs the Prometheus Operator's ServiceMonitor CRD, which this cluster lacks; "
     "install it or set serviceMonitor: false"
 )
+KEDA_API = "/apis/keda.sh/v1alpha1"
+CUSTOM_METRICS_APIS = ("/apis/custom.metrics.k8s.io/v1beta2", "/apis/custom.metrics.k8s.io/v1beta1")
 POD_WAITING_PROBLEMS = frozenset(
     {"ImagePullBackOff", "ErrImagePull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"}
 )
@@ -127,6 +137,41 @@ def _claim(op: Operator, namespace: str, name: str) -> dict[str, Any] | None:
         return None
 
 
+def _served(op: Operator, path: str, resource: str | None = None) -> bool:
+    """Whether the API server serves an API group version (and a resource in it): discovery, open to all."""
+    try:
+        found = op.kube.read(path)
+    except ApiError:
+        return False
+    return found is not None and (resource is None or any(r.get("name") == resource for r in found["resources"]))
+
+
+def autoscaling_plan(op: Operator, spec: api.ModelDeploymentSpec) -> tuple[bool, tuple[str, str] | None]:
+    """Whether to scale with a KEDA ScaledObject, and Degraded's warning when nothing serves the metric.
+
+    cpu comes from the kubelet. queueSize and activeRequests come from the server's Prometheus
+    metrics: KEDA queries them itself (given prometheusAddress); an HPA needs an adapter serving
+    the custom metrics API (prometheus-adapter, or KEDA's own).
+    """
+    scaling = spec.autoscaling
+    if scaling is None or scaling.metric == "cpu":
+        return False, None
+    keda = _served(op, KEDA_API, "scaledobjects")
+    if keda and scaling.prometheus_address is not None:
+        return True, None
+    if any(_served(op, path) for path in CUSTOM_METRICS_APIS):
+        return False, None  # an adapter may serve the metric to the HPA
+    metric = manifests.HPA_METRICS[scaling.metric][0]
+    fix = (
+        "KEDA is installed: set autoscaling.prometheusAddress to scale with it"
+        if keda
+        else "install KEDA and set autoscaling.prometheusAddress, or a custom metrics adapter "
+        "(e.g. prometheus-adapter) serving it"
+    )
+    message = f"nothing serves autoscaling.metric {scaling.metric} ({metric}), so the replicas stay as they are: {fix}"
+    return False, (api.REASON_AUTOSCALING_METRIC_UNAVAILABLE, message)
+
+
 def _view(owner: Owner, spec: api.ModelDeploymentSpec, model: manifests.ServedModel) -> DeploymentView:
     return DeploymentView(
         model=model.uri,
@@ -149,10 +194,16 @@ def prune_optional(op: Operator, owner: Owner, wanted_kinds: set[str]) -> None:
 
 
 def _ensure_server(
-    op: Operator, owner: Owner, spec: api.ModelDeploymentSpec, model: manifests.ServedModel, *, first_pass: bool
+    op: Operator,
+    owner: Owner,
+    spec: api.ModelDeploymentSpec,
+    model: manifests.ServedModel,
+    *,
+    first_pass: bool,
+    keda: bool = False,
 ) -> dict[str, Any]:
     """Children in place (optional ones the spec dropped deleted); the live Deployment."""
-    children = manifests.build_children(owner, spec, model, op.settings.image)
+    children = manifests.build_children(owner, spec, model, op.settings.image, keda=keda)
     try:
         live = ensure_children(op, api.KIND, children, first_pass=first_pass)
     except ApiError as error:
@@ -178,7 +229,8 @@ def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Log
             op, api.KIND, body, patch, modeldeployment_waiting(previous, generation, reason, str(waiting), now())
         )
         return None if waiting.failed else Wait(str(waiting), op.settings.wait_seconds)
-    deployment = _ensure_server(op, owner, spec, model, first_pass=never_reconciled(body))
+    keda, scaling_warning = autoscaling_plan(op, spec)
+    deployment = _ensure_server(op, owner, spec, model, first_pass=never_reconciled(body), keda=keda)
     ready = (deployment.get("status", {}).get("readyReplicas") or 0) >= spec.replicas
     problem = None if ready else pod_problem(op, owner, deployment)
     status = modeldeployment_status(
@@ -187,7 +239,7 @@ def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Log
         deployment=deployment,
         view=_view(owner, spec, model),
         problem=problem,
-        warning=claim_warning(op, owner, spec, model),
+        warnings=[w for w in (scaling_warning, claim_warning(op, owner, spec, model)) if w is not None],
         at=now(),
     )
     publish_status(op, api.KIND, body, patch, status)

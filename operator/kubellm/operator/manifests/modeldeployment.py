@@ -42,6 +42,7 @@ __all__ = [
     "build_server_config_map",
     "build_server_deployment",
     "build_server_ingress",
+    "build_server_scaled_object",
     "build_server_service",
     "build_service_monitor",
     "config_map_name",
@@ -64,6 +65,7 @@ HPA_METRICS: dict[str, tuple[str, int]] = {
 """Autoscaling metric -> (resource or per-pod metric name, default target)."""
 OPTIONAL_CHILDREN = (
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("keda.sh/v1alpha1", "ScaledObject"),
     ("networking.k8s.io/v1", "Ingress"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
 )
@@ -245,6 +247,35 @@ def build_server_autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict[str
     }
 
 
+def build_server_scaled_object(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
+    """A KEDA ScaledObject on a server metric in Prometheus, if autoscaling names one and its Prometheus.
+
+    KEDA divides the query's value by the threshold, so the query sums the metric over the
+    server's pods (``<deployment>-<replica set hash>-<pod hash>``) and the target stays per pod.
+    """
+    scaling = spec.autoscaling
+    if scaling is None or scaling.metric == "cpu" or scaling.prometheus_address is None:
+        return None
+    name, default = HPA_METRICS[scaling.metric]
+    pods = f"{owner.child_name()}-[a-z0-9]+-[a-z0-9]+"
+    trigger = {
+        "serverAddress": scaling.prometheus_address,
+        "query": f'sum({name}{{namespace="{owner.namespace}",pod=~"{pods}"}})',
+        "threshold": str(scaling.target_value or default),
+    }
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": metadata(owner, owner.child_name(), COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": API_VERSION, "kind": owner.kind, "name": owner.name},
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "triggers": [{"type": "prometheus", "metadata": trigger}],
+        },
+    }
+
+
 def build_server_ingress(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any] | None:
     """The Ingress, if the spec asks for one."""
     if spec.ingress is None:
@@ -284,10 +315,13 @@ def build_service_monitor(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, 
     }
 
 
-def build_children(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel, image: str) -> list[dict[str, Any]]:
-    """Every child, in the order they must exist."""
+def build_children(
+    owner: Owner, spec: ModelDeploymentSpec, model: ServedModel, image: str, *, keda: bool = False
+) -> list[dict[str, Any]]:
+    """Every child, in the order they must exist; ``keda``: the cluster serves KEDA's ScaledObject."""
+    scaled_object = build_server_scaled_object(owner, spec) if keda else None
     optional = [
-        build_server_autoscaler(owner, spec),
+        scaled_object or build_server_autoscaler(owner, spec),
         build_server_ingress(owner, spec),
         build_service_monitor(owner, spec),
     ]

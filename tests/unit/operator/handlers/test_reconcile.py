@@ -168,6 +168,61 @@ def test_a_claim_the_operator_may_not_read_costs_only_the_warning() -> None:
     assert _degraded(patch) == ("False", "AsExpected")
 
 
+KEDA_DISCOVERY = {"kind": "APIResourceList", "resources": [{"name": "scaledobjects", "kind": "ScaledObject"}]}
+PROMETHEUS = "http://prometheus:9090"
+
+
+def _scaling_on_queue(op: Operator, **autoscaling: Any) -> kopf.Patch:
+    raw = dict(_body("modeldeployment"))
+    raw["spec"] = {**raw["spec"], "autoscaling": {"maxReplicas": 3, "metric": "queueSize", **autoscaling}}
+    patch = kopf.Patch()
+    modeldeployment.reconcile(op, kopf.Body(cast(kopf.RawBody, raw)), patch, LOGGER)
+    return patch
+
+
+@pytest.mark.parametrize(
+    ("served", "autoscaling", "autoscaler", "degraded"),
+    [
+        ({"/apis/keda.sh/v1alpha1": KEDA_DISCOVERY}, {"prometheusAddress": PROMETHEUS}, "ScaledObject", "AsExpected"),
+        ({"/apis/custom.metrics.k8s.io/v1beta1": {"resources": []}}, {}, "HorizontalPodAutoscaler", "AsExpected"),
+        ({}, {"prometheusAddress": PROMETHEUS}, "HorizontalPodAutoscaler", "AutoscalingMetricUnavailable"),
+        ({"/apis/keda.sh/v1alpha1": KEDA_DISCOVERY}, {}, "HorizontalPodAutoscaler", "AutoscalingMetricUnavailable"),
+    ],
+    ids=["keda", "metrics-adapter", "neither", "keda-without-prometheus"],
+)
+def test_a_server_metric_scales_with_keda_an_adapter_or_says_what_is_missing(
+    served: dict[str, Any], autoscaling: dict[str, Any], autoscaler: str, degraded: str
+) -> None:
+    op, api = _op()
+    _succeeded_finetunejob(op, api)
+    api.objects.update(served)
+    patch = _scaling_on_queue(op, **autoscaling)
+    assert autoscaler in api.kinds()
+    assert {"ScaledObject", "HorizontalPodAutoscaler"} & set(api.kinds()) == {autoscaler}
+    assert _degraded(patch)[1] == degraded
+    if degraded != "AsExpected":
+        message = next(c["message"] for c in patch["status"]["conditions"] if c["type"] == "Degraded")
+        fix = "set autoscaling.prometheusAddress" if "keda.sh" in str(served) else "install KEDA"
+        assert "llm_queue_size" in message and fix in message
+
+
+def test_keda_installed_later_replaces_the_hpa() -> None:
+    op, api = _op()
+    _succeeded_finetunejob(op, api)
+    first = _scaling_on_queue(op, prometheusAddress=PROMETHEUS)
+    assert "HorizontalPodAutoscaler" in api.kinds() and _degraded(first)[0] == "True"
+    api.objects["/apis/keda.sh/v1alpha1"] = KEDA_DISCOVERY
+    raw = dict(_body("modeldeployment", status=dict(first["status"])))
+    raw["spec"] = {
+        **raw["spec"],
+        "autoscaling": {"maxReplicas": 3, "metric": "queueSize", "prometheusAddress": PROMETHEUS},
+    }
+    again = kopf.Patch()
+    modeldeployment.reconcile(op, kopf.Body(cast(kopf.RawBody, raw)), again, LOGGER)
+    assert "ScaledObject" in api.kinds() and "HorizontalPodAutoscaler" not in api.kinds()
+    assert _degraded(again) == ("False", "AsExpected")
+
+
 def test_dropping_autoscaling_deletes_the_autoscaler() -> None:
     op, api = _op()
     _succeeded_finetunejob(op, api)
