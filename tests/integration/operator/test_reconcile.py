@@ -91,7 +91,7 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
     container = _container(job)
     assert container["image"] == IMAGE
     assert container["args"][:3] == ["train", "--config", "/etc/kubellm/config.yaml"]
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "3Gi"}}
     assert (job["spec"]["backoffLimit"], job["spec"]["activeDeadlineSeconds"]) == (3, 3600)
 
     mdep = _wait_condition(cluster, ns, "mdep/smollm2", "Ready", "True")
