@@ -22,12 +22,14 @@ BAD_INPUT_EXIT_CODES = frozenset({TRAIN_EXIT_INVALID, TRAIN_EXIT_DATA_QUALITY})
 
 
 def launcher_exit_code(failures: Iterable[tuple[float, int]], bad_input: Collection[int] = BAD_INPUT_EXIT_CODES) -> int:
-    """The launcher's exit code from its workers' ``(timestamp, exit code)`` failures.
+    """The launcher's exit code from its workers' ``(timestamp, exit code)`` failures, in torchrun's order.
 
     The first failure by time is the cause (its peers fail after it, losing the group): its own
-    code when that means bad input, otherwise 1, as ``torchrun`` says.
+    code when that means bad input, otherwise 1, as ``torchrun`` says. Timestamps are whole
+    seconds, so a tie goes to the failure recorded first, as in torchrun's ``get_first_failure``:
+    torchrun records the workers that failed before the ones it then stopped with SIGTERM.
     """
-    first = min(failures, default=None)
+    first = min(failures, key=lambda failure: failure[0], default=None)
     return first[1] if first is not None and first[1] in bad_input else 1
 
 
