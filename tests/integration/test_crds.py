@@ -159,9 +159,9 @@ def test_server_defaults_equal_model_defaults(crds: Cluster, namespace: str, exa
 def test_printer_columns(crds: Cluster, namespace: str) -> None:
     _apply_example(crds, "finetunejob", namespace)
     header = crds.kubectl("get", "ftj", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "SUCCEEDED", "REASON", "MODEL", "METHOD", "PROGRESS", "LOSS", "AGE"]
+    assert header == ["NAME", "SUCCEEDED", "REASON", "MODEL", "METHOD", "PROGRESS", "LOSS", "TASK", "AGE"]
     wide = crds.kubectl("get", "ftj", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
-    assert wide[-3:] == ["STEP", "ETA", "OUTPUT"]
+    assert wide[-4:] == ["BEFORE", "STEP", "ETA", "OUTPUT"]
 
 
 # --- one invalid manifest per rule ----------------------------------------------------------------
@@ -241,7 +241,7 @@ def _patch(cluster: Cluster, namespace: str, patch: dict[str, Any]) -> subproces
 @pytest.mark.parametrize(
     "patch",
     [
-        {"spec": {"training": {"learningRate": "1e-3"}}},
+        {"spec": {"training": {"learningRate": "5e-4"}}},  # the example's is 1e-3
         {"spec": {"baseModel": {"uri": "dummy://llama?layers=4"}}},
         {"spec": {"dataset": {"validationPercent": 20}}},
         {"spec": {"dataQuality": {"minChars": 10}}},

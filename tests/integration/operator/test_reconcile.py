@@ -110,7 +110,7 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "ModelDeployment"
     assert _owned_by(get_json(cluster, "-n", ns, "svc/smollm2"), mdep)
     config = json.loads(get_json(cluster, "-n", ns, "cm/smollm2-config")["data"]["config.yaml"])
-    assert config["serving"]["quantization"] == "int8"
+    assert config["serving"]["quantization"] == "none"
 
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "promptexperiment.yaml"))
     experiment_job = wait_for("the experiment Job", lambda: _get(cluster, ns, "job/prompt-styles"), timeout=60)
