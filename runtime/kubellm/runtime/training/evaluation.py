@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from kubellm.runtime.config import TaskEvaluationConfig, TaskEvaluationReport, TaskScore
+from kubellm.runtime.config import TaskEvaluationConfig, TaskScore
 from kubellm.runtime.experiments.scorers import contains, exact_match
 from kubellm.runtime.training.encoding import IGNORE_INDEX, EncodedExample
 
@@ -32,7 +32,6 @@ __all__ = [
     "evaluate_task",
     "generate_answers",
     "load_score",
-    "report",
     "score_answers",
     "task_cases",
 ]
@@ -145,10 +144,3 @@ def load_score(path: Path) -> TaskScore | None:
         return TaskScore.model_validate(json.loads(path.read_text()))
     except ValueError:
         return None
-
-
-def report(
-    config: TaskEvaluationConfig, rows: int, before: TaskScore | None, after: TaskScore | None
-) -> TaskEvaluationReport:
-    """The status section (pure)."""
-    return TaskEvaluationReport(scorer=config.scorer, rows=rows, before=before, after=after)

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 from transformers import TrainerCallback
 
-from kubellm.runtime.config import SearchReport, TaskEvaluationConfig, TaskScore, TrainingConfig
+from kubellm.runtime.config import SearchReport, TaskEvaluationConfig, TaskEvaluationReport, TaskScore, TrainingConfig
 from kubellm.runtime.models.layout import CHECKPOINTS_DIR, OutputManifest
 from kubellm.runtime.models.loading import load_tokenizer
 from kubellm.runtime.training.augmentation import Augmented, augment, sources_of
@@ -25,7 +25,6 @@ from kubellm.runtime.training.data import RawRow, read_rows, to_examples
 from kubellm.runtime.training.encoding import EncodedExample, encode_all, split
 from kubellm.runtime.training.errors import ConfigError, DataQualityError
 from kubellm.runtime.training.evaluation import BEFORE_FILE, TaskCase, evaluate_task, load_score, task_cases
-from kubellm.runtime.training.evaluation import report as evaluation_report
 from kubellm.runtime.training.generators import open_generator
 from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.methods import PreparedModel, load_for_training, prepare_model
@@ -192,7 +191,7 @@ class _TaskEvaluation:
         return after
 
     def publish(self, after: TaskScore | None) -> None:
-        section = evaluation_report(self.config, len(self.cases), self.before, after)
+        section = TaskEvaluationReport(scorer=self.config.scorer, rows=len(self.cases), before=self.before, after=after)
         self.reporter.update_status(evaluation=section.dump())
         self.reporter.event("task_evaluation", **section.dump())
 
