@@ -93,7 +93,7 @@ def load_engine_from(folder: Path) -> Any:
     from kubellm.runtime.serving.engine import load_engine  # noqa: PLC0415
     from kubellm.runtime.serving.settings import ServerSettings  # noqa: PLC0415
 
-    return load_engine(ServerSettings(model=str(folder)))
+    return load_engine(ServerSettings(model=ModelSource(uri=str(folder))))
 
 
 class _Finishes:

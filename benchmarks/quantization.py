@@ -20,7 +20,8 @@ import torch
 
 from benchmarks.figures import Check, FamilyResult, Plot, RunOptions, Table, Target, ratio
 from benchmarks.inprocess import scheduler_run
-from kubellm.runtime.config import Quantization
+from kubellm.contract.schema import ModelSource
+from kubellm.contract.serving import Quantization
 
 __all__ = ["run"]
 
@@ -112,11 +113,11 @@ def _tokens_per_second(engine: Any, prompts: list[str], tokens: int) -> tuple[li
 def _measure_mode(
     folder: Path, mode: Quantization, prompts: list[str], held_out: torch.Tensor, tokens: int
 ) -> dict[str, Any]:
-    from kubellm.runtime.config import ServingConfig  # noqa: PLC0415
+    from kubellm.contract.serving import ServingConfig  # noqa: PLC0415
     from kubellm.runtime.serving.engine import load_engine  # noqa: PLC0415
     from kubellm.runtime.serving.settings import ServerSettings  # noqa: PLC0415
 
-    engine = load_engine(ServerSettings(model=str(folder), serving=ServingConfig(quantization=mode)))
+    engine = load_engine(ServerSettings(model=ModelSource(uri=str(folder)), serving=ServingConfig(quantization=mode)))
     outputs, batched = _tokens_per_second(engine, prompts, tokens)
     single = sum(_tokens_per_second(engine, [prompt], tokens)[1] for prompt in prompts[:2]) / 2
     return {
@@ -130,14 +131,16 @@ def _measure_mode(
 
 def _speed_only(prompts: list[str], tokens: int) -> dict[str, dict[str, Any]]:
     """fp32 and int8 tokens/s and weight bytes of the larger random-weight model."""
-    from kubellm.runtime.config import ServingConfig  # noqa: PLC0415
+    from kubellm.contract.serving import ServingConfig  # noqa: PLC0415
     from kubellm.runtime.serving.engine import load_engine  # noqa: PLC0415
     from kubellm.runtime.serving.settings import ServerSettings  # noqa: PLC0415
 
     figures: dict[str, dict[str, Any]] = {}
     precisions: tuple[Quantization, ...] = ("none", "int8")
     for mode in precisions:
-        engine = load_engine(ServerSettings(model=SPEED_MODEL, serving=ServingConfig(quantization=mode)))
+        engine = load_engine(
+            ServerSettings(model=ModelSource(uri=SPEED_MODEL), serving=ServingConfig(quantization=mode))
+        )
         _, batched = _tokens_per_second(engine, prompts, tokens)
         figures[mode] = {"batched_tps": batched, "weight_bytes": engine.info.weight_bytes}
     return figures

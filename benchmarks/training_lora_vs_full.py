@@ -59,7 +59,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def _job(method: str, steps: int) -> Any:
-    from kubellm.runtime.training.job import TrainJob  # noqa: PLC0415
+    from kubellm.contract.training import TrainingRun  # noqa: PLC0415
 
     training: dict[str, Any] = {
         "method": method,
@@ -69,7 +69,7 @@ def _job(method: str, steps: int) -> Any:
     }
     if method == "lora":
         training["lora"] = {"rank": 8, "alpha": 16}
-    return TrainJob.model_validate(
+    return TrainingRun.model_validate(
         {
             "baseModel": {"uri": MODEL},
             "dataset": {"uri": DATASET, "validationPercent": 0},

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kubellm.contract.training import TrainingRun
 from kubellm.runtime.models.loading import load_tokenizer
 from kubellm.runtime.training.augmentation import AUGMENTATION_FILE, normalise
-from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.pipeline import prepare_data
 from kubellm.runtime.training.reporting import Reporter
 from tests.harness.smollm2 import ConvertedModel
@@ -153,7 +153,7 @@ def test_smollm2_paraphrases_rows_in_process_into_real_text(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in SMALL_TALK))
-    job = TrainJob.model_validate(
+    job = TrainingRun.model_validate(
         {
             "baseModel": {"uri": f"file://{smollm2.folder}"},
             "dataset": {"uri": f"file://{data}", "validationPercent": 0},

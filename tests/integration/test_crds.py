@@ -17,20 +17,11 @@ from typing import Any
 
 import pytest
 
+from kubellm.contract.experiments import ExperimentProgress, MetricSummary, VariantComparison, VariantResult
+from kubellm.contract.training import DataQualityReport, ParameterValue, SearchReport, SearchTrial, TrainingProgress
 from kubellm.operator import api
 from kubellm.operator.api import crdgen, finetunejob, modeldeployment, promptexperiment
 from kubellm.operator.api.common import Condition, KindInfo
-from kubellm.runtime.config import (
-    DataQualityReport,
-    ExperimentProgress,
-    MetricSummary,
-    ParameterValue,
-    SearchReport,
-    SearchTrial,
-    TrainingProgress,
-    VariantComparison,
-    VariantResult,
-)
 from tests.api_cases import EXAMPLES, INVALID_CASES, InvalidCase, load_example, merge_patch
 from tests.harness.cluster import Cluster
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import torch
 
-from kubellm.runtime.config import DISTRIBUTED_LAUNCHER, TRAIN_EXIT_DATA_QUALITY
+from kubellm.contract.training import DISTRIBUTED_LAUNCHER, EXIT_DATA_QUALITY
 from kubellm.runtime.models.loading import load_model
 from tests.integration.test_training import MODEL, _complete_checkpoints, _dataset, _wait_for_checkpoint_after
 
@@ -42,7 +42,7 @@ def _run(tmp_path: Path, name: str, processes: int) -> dict[str, Any]:
     config.write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "KUBELLM_DDP_BACKEND": "gloo",
            "KUBELLM_TERMINATION_LOG": "/nonexistent"}  # fmt: skip
-    train = ["-m", "kubellm.runtime.cli", "train", "--config", str(config), "--output", str(output)]
+    train = ["-m", "kubellm.cli", "train", "--config", str(config), "--output", str(output)]
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
     command = [sys.executable, *(launcher if processes > 1 else []), *train]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900, check=False)
@@ -81,11 +81,11 @@ def test_a_failed_data_check_in_two_processes_exits_with_its_own_code(tmp_path: 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "KUBELLM_DDP_BACKEND": "gloo",
            "KUBELLM_TERMINATION_LOG": "/nonexistent"}  # fmt: skip
     launcher = [sys.executable, "-m", DISTRIBUTED_LAUNCHER, "--standalone", "--nproc-per-node", "2"]
-    train = ["-m", "kubellm.runtime.cli", "train", "--config", str(config), "--output", str(tmp_path / "out")]
+    train = ["-m", "kubellm.cli", "train", "--config", str(config), "--output", str(tmp_path / "out")]
     command = [*launcher, *train]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
     print(f"\n[ddp] 2 processes, failed data check: launcher exit code {result.returncode}")
-    assert result.returncode == TRAIN_EXIT_DATA_QUALITY, result.stderr[-3000:]
+    assert result.returncode == EXIT_DATA_QUALITY, result.stderr[-3000:]
 
 
 def _start_two(config: Path, output: Path, log: Path) -> subprocess.Popen[str]:
@@ -93,7 +93,7 @@ def _start_two(config: Path, output: Path, log: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "KUBELLM_DDP_BACKEND": "gloo",
            "KUBELLM_TERMINATION_LOG": "/nonexistent"}  # fmt: skip
     launcher = [sys.executable, "-m", DISTRIBUTED_LAUNCHER, "--standalone", "--nproc-per-node", "2"]
-    train = ["-m", "kubellm.runtime.cli", "train", "--config", str(config), "--output", str(output)]
+    train = ["-m", "kubellm.cli", "train", "--config", str(config), "--output", str(output)]
     with log.open("w") as sink:
         return subprocess.Popen([*launcher, *train], stdout=sink, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)  # fmt: skip

@@ -38,7 +38,7 @@ def served(smollm2: ConvertedModel, tmp_path_factory: pytest.TempPathFactory) ->
     """``kubellm serve`` on the converted model; yields its base URL."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    argv = [sys.executable, "-m", "kubellm.runtime.cli", "serve", "--model", str(smollm2.folder)]
+    argv = [sys.executable, "-m", "kubellm.cli", "serve", "--model", str(smollm2.folder)]
     argv += ["--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     with log.open("w") as output:

@@ -58,7 +58,7 @@ def test_a_small_lora_run_on_smollm2_raises_the_held_out_task_score(smollm2: Con
     output = tmp_path / "out"
     env = {**os.environ, **smollm2.env(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     result = subprocess.run(
-        [sys.executable, "-m", "kubellm.runtime.cli", "train", "--config", str(config), "--output", str(output)],
+        [sys.executable, "-m", "kubellm.cli", "train", "--config", str(config), "--output", str(output)],
         check=False,
         capture_output=True,
         text=True,

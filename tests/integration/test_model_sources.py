@@ -78,7 +78,7 @@ def _run_all(commands: list[tuple[list[str], dict[str, str]]]) -> list[subproces
 
 
 def _kubellm(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kubellm.runtime.cli", *args]
+    return [sys.executable, "-m", "kubellm.cli", *args]
 
 
 # --- the packaged SmolLM2: converted once, cached, answering ------------------------------------------

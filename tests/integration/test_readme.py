@@ -33,7 +33,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory, smollm2: ConvertedModel
     """``kubellm serve`` as the README starts it (the real model, converted once per session), on a free port."""
     port = free_port()
     log = (tmp_path_factory.mktemp("serve") / "serve.log").open("wb")
-    command = [sys.executable, "-m", "kubellm.runtime.cli", "serve", "--model", smollm2.uri]
+    command = [sys.executable, "-m", "kubellm.cli", "serve", "--model", smollm2.uri]
     env = {**os.environ, **smollm2.env(), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(
         [*command, "--served-model-name", "smollm2", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env

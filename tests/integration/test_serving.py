@@ -20,7 +20,8 @@ import torch
 import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubellm.runtime.config import CacheConfig, GenerationLimits, ServingConfig
+from kubellm.contract.schema import ModelSource
+from kubellm.contract.serving import CacheConfig, GenerationLimits, ServingConfig
 from kubellm.runtime.serving import command
 from kubellm.runtime.serving.app import create_app
 from kubellm.runtime.serving.engine import Engine, load_engine
@@ -40,7 +41,7 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 def _settings(cache_url: str | None = None, **limits: int) -> ServerSettings:
     cache = CacheConfig(enabled=True, url=cache_url, ttl_seconds=60) if cache_url else CacheConfig()
     serving = ServingConfig(limits=GenerationLimits(**{"batch_wait_ms": 20, **limits}), cache=cache)
-    return ServerSettings(model=MODEL, served_model_name=NAME, serving=serving)
+    return ServerSettings(model=ModelSource(uri=MODEL), served_model_name=NAME, serving=serving)
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,9 @@ from huggingface_hub import constants
 from peft import PeftModel
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from kubellm.contract.training import TrainingRun
 from kubellm.runtime.models.loading import load_model, load_tokenizer
 from kubellm.runtime.training.errors import InterruptedRunError
-from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.methods import load_for_training, prepare_model
 from kubellm.runtime.training.pipeline import TrainSummary, prepare_data, run_job
 from kubellm.runtime.training.reporting import Reporter
@@ -88,7 +88,7 @@ def _spec(dataset: str, training: dict[str, Any], **extra: Any) -> dict[str, Any
 
 
 def _train(spec: dict[str, Any], output: Path, *, merge: bool = False) -> TrainSummary:
-    return run_job(TrainJob.model_validate(spec), output, Reporter(output, stream=io.StringIO()), merge=merge)
+    return run_job(TrainingRun.model_validate(spec), output, Reporter(output, stream=io.StringIO()), merge=merge)
 
 
 def _generate(model: Any, tokenizer: Any, prompt: str) -> str:
@@ -199,7 +199,7 @@ def test_sigterm_saves_a_checkpoint_and_a_new_run_continues_from_it(tmp_path: Pa
     spec = _spec(
         _dataset(tmp_path), {"method": "full", "learningRate": "1e-3", "maxSteps": 30, "checkpointEverySteps": 20}
     )
-    job, output = TrainJob.model_validate(spec), tmp_path / "out"
+    job, output = TrainingRun.model_validate(spec), tmp_path / "out"
     reporter = Reporter(output, stream=io.StringIO())
     output.mkdir()
     data = prepare_data(job, load_tokenizer(job.base_model), output, reporter)

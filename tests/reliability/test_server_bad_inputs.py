@@ -88,8 +88,10 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def server() -> Any:
-    settings = server_settings(api_keys=(KEY,), max_tokens=256, max_request_bytes=MAX_BYTES)
-    with serving(settings.model_copy(update={"max_prompt_tokens": MAX_PROMPT_TOKENS})) as running:
+    settings = server_settings(
+        api_keys=(KEY,), max_tokens=256, max_request_bytes=MAX_BYTES, max_prompt_tokens=MAX_PROMPT_TOKENS
+    )
+    with serving(settings) as running:
         yield running
 
 

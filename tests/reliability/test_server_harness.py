@@ -19,7 +19,8 @@ import uvicorn
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubellm.runtime.config import CacheConfig, GenerationLimits, ServingConfig
+from kubellm.contract.schema import ModelSource
+from kubellm.contract.serving import CacheConfig, GenerationLimits, ServingConfig
 from kubellm.runtime.serving.app import create_app
 from kubellm.runtime.serving.engine import Engine, load_engine
 from kubellm.runtime.serving.service import GenerationService
@@ -48,7 +49,9 @@ def server_settings(cache_url: str | None = None, *, api_keys: tuple[str, ...] =
     """The tiny model's settings; ``limits`` are GenerationLimits fields."""
     cache = CacheConfig(enabled=True, url=cache_url, ttl_seconds=300) if cache_url else CacheConfig()
     serving_config = ServingConfig(limits=GenerationLimits(**{"batch_wait_ms": 5, **limits}), cache=cache)
-    return ServerSettings(model=MODEL, served_model_name=NAME, serving=serving_config, api_keys=api_keys)
+    return ServerSettings(
+        model=ModelSource(uri=MODEL), served_model_name=NAME, serving=serving_config, api_keys=api_keys
+    )
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from kubellm.runtime.config import ExperimentProgress, MetricSummary, VariantResult
+from kubellm.contract.experiments import ExperimentProgress, MetricSummary, VariantResult
 from kubellm.runtime.experiments.results import ExperimentResult
 from kubellm.runtime.reporting import ThrottledStatus, reporter_from_env
 from tests.api_cases import load_example

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kubellm.runtime.cli import main
+from kubellm.cli import main
 
 
 def test_version_prints_package_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,7 @@ One module per kind (:mod:`.finetunejob`, :mod:`.modeldeployment`, :mod:`.prompt
 with its typed spec and status, names and condition reasons; :mod:`.common` holds what they
 share and :mod:`.crdgen` turns them into CustomResourceDefinitions (``crds/``).
 
-Layering: this package imports nothing internal except :mod:`kubellm.runtime.config`, whose
+Layering: this package imports nothing internal except :mod:`kubellm.contract`, whose
 models the specs embed.
 """
 

@@ -12,13 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt, StringConstraints
 
-from kubellm.runtime.config import (
+from kubellm.contract.schema import (
     PVC_ROOT,
     CelRule,
     ConfigModel,
     LocalObjectReference,
     ModelSource,
-    ObjectName,
+    PvcLocation,
     ReportModel,
     SecretKeyRef,
     model_section,
@@ -78,7 +78,6 @@ CONDITION_TYPE_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
 )
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
-PATH_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*$"
 LABEL_KEY_PATTERN = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
@@ -134,16 +133,6 @@ class StatusBase(ReportModel):
     def condition(self, condition_type: str) -> Condition | None:
         """The condition of this type, if present."""
         return next((c for c in self.conditions if c.type == condition_type), None)
-
-
-class PvcLocation(ConfigModel):
-    """A folder inside a PersistentVolumeClaim in the same namespace."""
-
-    claim_name: ObjectName = Field(description="Name of the PersistentVolumeClaim.")
-    path: Annotated[str, StringConstraints(pattern=PATH_PATTERN, max_length=512)] | None = Field(
-        default=None,
-        description="Relative folder inside the volume (no leading slash, no '..'). Default: the resource's name.",
-    )
 
 
 class ResourceRequirements(ConfigModel):

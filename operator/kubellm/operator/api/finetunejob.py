@@ -19,11 +19,21 @@ configuration, model source or dataset: the Job fails at once, no retry), ``Back
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from pydantic.config import JsonDict
 
+from kubellm.contract.schema import publish_cel_rules
+from kubellm.contract.training import (
+    DataQualityReport,
+    DistributedConfig,
+    FineTuneSections,
+    OutputLocation,
+    SearchReport,
+    TaskEvaluationReport,
+    TrainingProgress,
+)
 from kubellm.operator.api.common import (
     AGE_COLUMN,
     CONDITION_FAILED,
@@ -31,28 +41,12 @@ from kubellm.operator.api.common import (
     CONDITION_SUCCEEDED,
     HAS_GPU_CEL,
     CelRule,
-    ConfigModel,
     KindInfo,
-    ModelSource,
     PrinterColumn,
-    PvcLocation,
     ReportModel,
     StatusBase,
     WorkloadSpec,
     condition_column,
-)
-from kubellm.runtime.config import (
-    AUGMENTATION_NEEDS_PROMPTS,
-    AugmentationConfig,
-    DataQualityConfig,
-    DataQualityReport,
-    DatasetConfig,
-    SearchConfig,
-    SearchReport,
-    TaskEvaluationConfig,
-    TaskEvaluationReport,
-    TrainingConfig,
-    TrainingProgress,
 )
 
 __all__ = [
@@ -111,136 +105,43 @@ IMMUTABLE_FIELDS = (
     "distributed",
 )
 _IMMUTABLE_MESSAGE = "is immutable once the FineTuneJob exists; create a new FineTuneJob to train differently"
-_AUGMENTATION_ONE_PROCESS = "dataAugmentation runs in one process: set distributed to 1 node and 1 process per node"
-_SEARCH_ONE_PROCESS = "a hyper-parameter search runs in one process: set distributed to 1 node and 1 process per node"
-_ONE_PROCESS_CEL = "(self.distributed.nodes == 1 && self.distributed.processesPerNode == 1)"
+_QLORA_NEEDS_GPU = CelRule(
+    rule=f"self.training.method != 'qlora' || ({HAS_GPU_CEL})",
+    message="training.method qlora needs a GPU: set resources.limits, e.g. nvidia.com/gpu: 1",
+    field_path=".resources.limits",
+)
 
 
-def _immutable(field: str) -> JsonDict:
-    """Schema extra freezing a field: a transition rule, checked on every update."""
-    rule = CelRule(rule="self == oldSelf", message=f"{field} {_IMMUTABLE_MESSAGE}")
-    return {"x-kubernetes-validations": [rule.to_schema()]}
-
-
-class OutputLocation(ConfigModel):
-    """Where the trained model (or adapter) and the checkpoints are written."""
-
-    pvc: PvcLocation = Field(
-        description="Folder in a PersistentVolumeClaim; a ModelDeployment with fineTuneJobRef serves from it."
+def _no_adding_or_removing(field: str) -> CelRule:
+    return CelRule(
+        rule=f"has(self.{field}) == has(oldSelf.{field})",
+        message=f"{field} {_IMMUTABLE_MESSAGE}",
+        field_path=f".{field}",
     )
 
 
-class DistributedConfig(ConfigModel):
-    """Training across several processes and pods: an Indexed Job of torchrun pods (c10d rendezvous on pod 0).
-
-    Above 1 node or 1 process, each pod runs ``torchrun`` with data-parallel training (DDP; NCCL
-    when the pods request GPUs, gloo otherwise); the global batch is ``batchSize`` x
-    ``gradientAccumulationSteps`` x nodes x processesPerNode. Rank 0 writes the checkpoints and
-    the result, so with several nodes the output claim must be ReadWriteMany. One failed pod
-    fails the group; the Job retries it from the last checkpoint.
-    """
-
-    nodes: int = Field(
-        default=1,
-        ge=1,
-        le=64,
-        description="Pods, one torchrun agent each (usually one per node); above 1, an Indexed Job plus a headless "
-        "Service <name>-workers for the rendezvous.",
-    )
-    processes_per_node: int = Field(
-        default=1,
-        ge=1,
-        le=16,
-        description="Training processes per pod, one per GPU: with GPUs, each pod requests this many nvidia.com/gpu "
-        "(overriding resources); without, gloo processes share the pod's CPUs.",
-    )
+def _spec_schema(schema: JsonDict, cls: type[Any]) -> None:
+    """The sections' schema, each of :data:`IMMUTABLE_FIELDS` frozen by a transition rule checked on every update."""
+    publish_cel_rules(schema, cls)
+    properties = cast(dict[str, JsonDict], schema["properties"])
+    for field in IMMUTABLE_FIELDS:
+        rule = CelRule(rule="self == oldSelf", message=f"{field} {_IMMUTABLE_MESSAGE}")
+        properties[field]["x-kubernetes-validations"] = [rule.to_schema()]
+        properties[field]["description"] = f"{properties[field]['description']} Immutable."
 
 
-class FineTuneJobSpec(WorkloadSpec):
-    """The desired fine-tuning run."""
+class FineTuneJobSpec(FineTuneSections, WorkloadSpec):
+    """The desired fine-tuning run: model, data, method, checks, search and output, plus the pod and Job options."""
+
+    model_config = ConfigDict(json_schema_extra=_spec_schema)
 
     cel_rules = (
-        CelRule(
-            rule=f"self.training.method != 'qlora' || ({HAS_GPU_CEL})",
-            message="training.method qlora needs a GPU: set resources.limits, e.g. nvidia.com/gpu: 1",
-            field_path=".resources.limits",
-        ),
-        CelRule(
-            rule="!has(self.search) || self.training.method != 'full' "
-            "|| !self.search.parameters.exists(p, p.name.startsWith('lora'))",
-            message="search parameters loraRank, loraAlpha and loraDropout need training.method lora or qlora",
-            field_path=".search.parameters",
-        ),
-        CelRule(
-            rule="!has(self.evaluation) || !has(self.dataset.textField)",
-            message="evaluation needs prompt/response or chat rows; a textField dataset has no prompts to answer",
-            field_path=".evaluation",
-        ),
-        CelRule(
-            rule="has(self.evaluation) == has(oldSelf.evaluation)",
-            message=f"evaluation {_IMMUTABLE_MESSAGE}",
-            field_path=".evaluation",
-        ),
-        CelRule(rule=f"!has(self.search) || {_ONE_PROCESS_CEL}", message=_SEARCH_ONE_PROCESS, field_path=".search"),
-        CelRule(
-            rule="has(self.search) == has(oldSelf.search)",
-            message=f"search {_IMMUTABLE_MESSAGE}",
-            field_path=".search",
-        ),
-        AUGMENTATION_NEEDS_PROMPTS,
-        CelRule(
-            rule="!has(self.dataAugmentation) "
-            "|| (self.distributed.nodes == 1 && self.distributed.processesPerNode == 1)",
-            message=_AUGMENTATION_ONE_PROCESS,
-            field_path=".dataAugmentation",
-        ),
-        CelRule(
-            rule="has(self.dataAugmentation) == has(oldSelf.dataAugmentation)",
-            message=f"dataAugmentation {_IMMUTABLE_MESSAGE}",
-            field_path=".dataAugmentation",
-        ),
+        _QLORA_NEEDS_GPU,
+        *FineTuneSections.cel_rules,
+        *(_no_adding_or_removing(field) for field in ("evaluation", "search", "dataAugmentation")),
     )
 
-    base_model: ModelSource = Field(
-        description="The model to start from (immutable).", json_schema_extra=_immutable("baseModel")
-    )
-    dataset: DatasetConfig = Field(
-        description="The training data (immutable).", json_schema_extra=_immutable("dataset")
-    )
-    training: TrainingConfig = Field(
-        description="Method and hyper-parameters (immutable).", json_schema_extra=_immutable("training")
-    )
-    data_quality: DataQualityConfig = Field(
-        default_factory=DataQualityConfig,
-        description="Data checks and filters run before training (immutable).",
-        json_schema_extra={"default": {}, **_immutable("dataQuality")},
-    )
-    search: SearchConfig | None = Field(
-        default=None,
-        description="Hyper-parameter search before the final training (immutable; cannot be added or removed).",
-        json_schema_extra=_immutable("search"),
-    )
-    evaluation: TaskEvaluationConfig | None = Field(
-        default=None,
-        description="Task evaluation: answers generated for held-out rows and scored before and after training "
-        "(status.evaluation). Needs prompt/response or chat rows. Default: none, only the evaluation loss (immutable).",
-        json_schema_extra=_immutable("evaluation"),
-    )
-    data_augmentation: AugmentationConfig | None = Field(
-        default=None,
-        description="Rows generated by a model (a ModelDeployment, or the base model in the training pod) and added "
-        "to the training split after the same data quality checks and deduplication; the counts are in "
-        "status.dataQuality.augmentation. Default: none (immutable; cannot be added or removed).",
-        json_schema_extra=_immutable("dataAugmentation"),
-    )
-    output: OutputLocation = Field(
-        description="Where the result and checkpoints go (immutable).", json_schema_extra=_immutable("output")
-    )
-    distributed: DistributedConfig = Field(
-        default_factory=DistributedConfig,
-        description="Multi-pod training (immutable).",
-        json_schema_extra={"default": {}, **_immutable("distributed")},
-    )
+    output: OutputLocation = Field(description="Where the result and checkpoints go.")
     backoff_limit: int = Field(
         default=3, ge=0, le=100, description="Pod failures tolerated; each retry resumes from the last checkpoint."
     )
@@ -249,27 +150,9 @@ class FineTuneJobSpec(WorkloadSpec):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> FineTuneJobSpec:
+    def _gpu_for_qlora(self) -> FineTuneJobSpec:
         if self.training.method == "qlora" and not self.has_gpu():
-            raise ValueError("training.method qlora needs a GPU: set resources.limits, e.g. nvidia.com/gpu: 1")
-        lora_search = self.search is not None and any(p.name.startswith("lora") for p in self.search.parameters)
-        if lora_search and self.training.method == "full":
-            raise ValueError("search parameters loraRank, loraAlpha and loraDropout need training.method lora or qlora")
-        if self.evaluation is not None and self.dataset.text_field is not None:
-            raise ValueError(
-                "evaluation needs prompt/response or chat rows; a textField dataset has no prompts to answer"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _augmentation_fits(self) -> FineTuneJobSpec:
-        if self.data_augmentation is not None and self.dataset.text_field is not None:
-            raise ValueError(AUGMENTATION_NEEDS_PROMPTS.message)
-        one_process = self.distributed.nodes == 1 and self.distributed.processes_per_node == 1
-        if self.data_augmentation is not None and not one_process:
-            raise ValueError(_AUGMENTATION_ONE_PROCESS)
-        if self.search is not None and not one_process:
-            raise ValueError(_SEARCH_ONE_PROCESS)
+            raise ValueError(_QLORA_NEEDS_GPU.message)
         return self
 
 

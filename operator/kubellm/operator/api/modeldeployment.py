@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from kubellm.contract.schema import DNS_SUBDOMAIN_PATTERN, SOURCE_URI_PATTERN, Identifier, model_section
+from kubellm.contract.serving import ServingConfig
 from kubellm.operator.api.common import (
     AGE_COLUMN,
     CONDITION_DEGRADED,
@@ -29,13 +31,6 @@ from kubellm.operator.api.common import (
     StatusBase,
     WorkloadSpec,
     condition_column,
-)
-from kubellm.runtime.config import (
-    DNS_SUBDOMAIN_PATTERN,
-    SOURCE_URI_PATTERN,
-    Identifier,
-    ServingConfig,
-    model_section,
 )
 
 __all__ = [

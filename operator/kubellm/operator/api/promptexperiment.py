@@ -1,6 +1,6 @@
 """PromptExperiment: A/B-test prompt variants against a served model and declare a winner.
 
-The spec is the runtime's :class:`~kubellm.runtime.config.ExperimentConfig` (variants,
+The spec is the runtime's :class:`~kubellm.contract.ExperimentConfig` (variants,
 dataset, scorers, statistics) plus the target and pod options; the operator runs it as a
 Job and copies the runtime's results (per-variant metrics with confidence intervals, the
 comparisons with the control, the winner) into status. The summary condition is ``Ready``:
@@ -19,6 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
+from kubellm.contract.experiments import ExperimentConfig, ExperimentProgress, VariantComparison, VariantResult
+from kubellm.contract.schema import Identifier
 from kubellm.operator.api.common import (
     AGE_COLUMN,
     CONDITION_DEGRADED,
@@ -33,13 +35,6 @@ from kubellm.operator.api.common import (
     StatusBase,
     WorkloadSpec,
     condition_column,
-)
-from kubellm.runtime.config import (
-    ExperimentConfig,
-    ExperimentProgress,
-    Identifier,
-    VariantComparison,
-    VariantResult,
 )
 
 __all__ = [

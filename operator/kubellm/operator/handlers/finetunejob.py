@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import kopf
 
+from kubellm.contract.training import AugmentationServer
 from kubellm.operator.api import finetunejob as api
 from kubellm.operator.handlers.common import (
     TERMINAL_PHASES,
@@ -25,7 +26,6 @@ from kubellm.operator.manifests import finetunejob as manifests
 from kubellm.operator.manifests.common import Owner
 from kubellm.operator.manifests.reporting import report_name
 from kubellm.operator.status import finetunejob_status, finetunejob_waiting, load_status, now
-from kubellm.runtime.config import AugmentationServer
 
 __all__ = ["augmentation_endpoint", "output_status", "reconcile", "register"]
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubellm.contract.training import DDP_BACKEND_ENV, DISTRIBUTED_LAUNCHER
 from kubellm.operator.manifests.common import CACHE_DIR, PVC_ROOT
-from kubellm.runtime.config import DDP_BACKEND_ENV, DISTRIBUTED_LAUNCHER
 
 __all__ = ["LocalPod", "PodError", "WorkFolder"]
 
@@ -121,7 +121,7 @@ def _env_value(
 
 @dataclass
 class LocalPod:
-    """One container of a pod spec, run as ``python -m kubellm.runtime.cli <args>``."""
+    """One container of a pod spec, run as ``python -m kubellm.cli <args>``."""
 
     name: str
     pod_spec: Mapping[str, Any]
@@ -157,7 +157,7 @@ class LocalPod:
         if container.get("command", [])[-1:] == [DISTRIBUTED_LAUNCHER]:  # distributed: gloo, this machine's CPUs
             env[DDP_BACKEND_ENV] = "gloo"
             return [sys.executable, *_standalone_torchrun(args), *self.extra_args], env
-        return [sys.executable, "-m", "kubellm.runtime.cli", *args, *self.extra_args], env
+        return [sys.executable, "-m", "kubellm.cli", *args, *self.extra_args], env
 
     def _prepare(self) -> None:
         for folder in set(mount_map(self.pod_spec, self.folder, self.work).values()):

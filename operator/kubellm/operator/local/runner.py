@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from kubellm.contract.training import TaskEvaluationReport
 from kubellm.operator.api import finetunejob as ftj
 from kubellm.operator.api import modeldeployment as mdep
 from kubellm.operator.api import promptexperiment as pexp
@@ -45,7 +46,6 @@ from kubellm.operator.status import (
     now,
     promptexperiment_status,
 )
-from kubellm.runtime.config import TaskEvaluationReport
 
 __all__ = ["LOCAL_IMAGE", "LocalRun", "RunFailedError"]
 

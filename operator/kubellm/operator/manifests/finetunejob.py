@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kubellm.contract.schema import run_document
+from kubellm.contract.training import (
+    AUGMENTATION_API_KEY_ENV,
+    DDP_BACKEND_ENV,
+    DISTRIBUTED_LAUNCHER,
+    INVALID_INPUT_EXIT_CODES,
+    AugmentationServer,
+    FineTuneSections,
+    OutputLocation,
+    TrainingRun,
+)
 from kubellm.operator.api.common import SecretKeyRef
 from kubellm.operator.api.finetunejob import FineTuneJobSpec
 from kubellm.operator.manifests.common import (
@@ -12,7 +23,6 @@ from kubellm.operator.manifests.common import (
     CONFIG_FILE,
     CONFIG_HASH_ANNOTATION,
     GPU_RESOURCE,
-    PVC_ROOT,
     Owner,
     claim_volumes,
     config_hash,
@@ -25,14 +35,6 @@ from kubellm.operator.manifests.common import (
     secret_env,
 )
 from kubellm.operator.manifests.reporting import build_report_children, report_env, report_name
-from kubellm.runtime.config import (
-    AUGMENTATION_API_KEY_ENV,
-    DDP_BACKEND_ENV,
-    DISTRIBUTED_LAUNCHER,
-    TRAIN_EXIT_DATA_QUALITY,
-    TRAIN_EXIT_INVALID,
-    AugmentationServer,
-)
 
 __all__ = [
     "COMPONENT",
@@ -92,37 +94,27 @@ def output_uri(owner: Owner, spec: FineTuneJobSpec) -> str:
     return f"pvc://{spec.output.pvc.claim_name}/{output_path(owner, spec)}"
 
 
-def training_config(spec: FineTuneJobSpec, augmentation: AugmentationEndpoint | None = None) -> dict[str, Any]:
-    """What ``kubellm train --config`` reads: the runtime sections of the spec, as the runtime models dump them.
+def training_run(owner: Owner, spec: FineTuneJobSpec, augmentation: AugmentationEndpoint | None = None) -> TrainingRun:
+    """What ``kubellm train --config`` reads: the spec's sections, the output folder filled in.
 
     A ``dataAugmentation.modelDeploymentRef`` needs its resolved ``augmentation`` endpoint: the pod
     reads the server's URL and model name from ``augmentationServer``.
     """
-    document: dict[str, Any] = {
-        "baseModel": spec.base_model.dump(),
-        "dataset": spec.dataset.dump(),
-        "training": spec.training.dump(),
-        "dataQuality": spec.data_quality.dump(),
-        "distributed": spec.distributed.dump(),
-    }
-    if spec.search is not None:
-        document["search"] = spec.search.dump()
-    if spec.evaluation is not None:
-        document["evaluation"] = spec.evaluation.dump()
-    if spec.data_augmentation is not None:
-        document["dataAugmentation"] = spec.data_augmentation.dump()
-        if spec.data_augmentation.model_deployment_ref is not None:
-            if augmentation is None:
-                raise ValueError("dataAugmentation.modelDeploymentRef has to be resolved to a server first")
-            document["augmentationServer"] = augmentation.server.dump()
-    return document
+    sections = {name: getattr(spec, name) for name in FineTuneSections.model_fields}
+    output = OutputLocation(pvc=spec.output.pvc.model_copy(update={"path": output_path(owner, spec)}))
+    server = None
+    if spec.data_augmentation is not None and spec.data_augmentation.model_deployment_ref is not None:
+        if augmentation is None:
+            raise ValueError("dataAugmentation.modelDeploymentRef has to be resolved to a server first")
+        server = augmentation.server
+    return TrainingRun(**{**sections, "output": output}, augmentation_server=server)
 
 
 def build_training_config_map(
     owner: Owner, spec: FineTuneJobSpec, augmentation: AugmentationEndpoint | None = None
 ) -> dict[str, Any]:
     """The ConfigMap holding the training configuration."""
-    return config_map(owner, config_map_name(owner), COMPONENT, training_config(spec, augmentation))
+    return config_map(owner, config_map_name(owner), COMPONENT, run_document(training_run(owner, spec, augmentation)))
 
 
 def _env(owner: Owner, spec: FineTuneJobSpec, augmentation: AugmentationEndpoint | None) -> list[dict[str, Any]]:
@@ -151,7 +143,7 @@ def _torchrun_args(owner: Owner, spec: FineTuneJobSpec, train_args: list[str]) -
         "--rdzv-endpoint", endpoint,
         "--rdzv-id", owner.uid,
         "--max-restarts", "0",
-        "-m", "kubellm.runtime.cli",
+        "-m", "kubellm.cli",
         *train_args,
     ]  # fmt: skip
 
@@ -215,13 +207,7 @@ def build_training_job(
     claim = spec.output.pvc.claim_name
     read_claims = pvc_claims([spec.base_model.uri, spec.dataset.uri])
     volumes, mounts = claim_volumes(read_claims, writable=[claim])
-    args = [
-        "train",
-        "--config",
-        f"{CONFIG_DIR}/{CONFIG_FILE}",
-        "--output",
-        f"{PVC_ROOT}/{claim}/{output_path(owner, spec)}",
-    ]
+    args = ["train", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"]
     container = runtime_container(spec, image, args, _env(owner, spec, augmentation), mounts)
     if is_distributed(spec):
         _distribute(owner, spec, container)
@@ -243,7 +229,7 @@ def build_training_job(
     }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
-        "podFailurePolicy": pod_failure_policy([TRAIN_EXIT_INVALID, TRAIN_EXIT_DATA_QUALITY]),
+        "podFailurePolicy": pod_failure_policy(INVALID_INPUT_EXIT_CODES),
         "template": template,
     }
     if spec.active_deadline_seconds is not None:

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubellm.contract.schema import ModelSource, run_document
+from kubellm.contract.serving import SERVER_PORT, ServedAdapter, ServerRun
 from kubellm.operator.api.common import API_VERSION
 from kubellm.operator.api.modeldeployment import ModelDeploymentSpec
 from kubellm.operator.manifests.common import (
@@ -55,7 +57,6 @@ __all__ = [
 ]
 
 COMPONENT = "server"
-SERVER_PORT = 8000
 STARTUP_PERIOD_SECONDS = 10
 HPA_METRICS: dict[str, tuple[str, int]] = {
     "cpu": ("cpu", 80),
@@ -120,28 +121,23 @@ def server_url(owner: Owner, spec: ModelDeploymentSpec) -> str:
     return f"http://{owner.name}.{owner.namespace}.svc:{spec.service.port}/v1"
 
 
-def server_config(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel) -> dict[str, Any]:
-    """What ``kubellm serve --config`` reads."""
-    source = spec.model.dump() if spec.model is not None else {}
-    document: dict[str, Any] = {
-        "model": {**source, "uri": model.uri},
-        "modelKind": model.kind,
-        "servedModelName": served_model_name(owner, spec),
-        "adapters": [{"name": name, "uri": uri} for name, uri in model.adapters],
-        "serving": spec.serving.dump(),
-        "port": SERVER_PORT,
-    }
-    if model.base_uri is not None:
-        document["baseModel"] = {"uri": model.base_uri}
-    base_name = base_model_name(owner, spec, model)
-    if base_name is not None:
-        document["baseModelName"] = base_name
-    return document
+def server_run(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel) -> ServerRun:
+    """What ``kubellm serve --config`` reads: the resolved model and adapters, their names, the serving section."""
+    source = ModelSource(uri=model.uri)
+    if spec.model is not None and spec.model.uri == model.uri:
+        source = spec.model
+    return ServerRun(
+        model=source,
+        served_model_name=served_model_name(owner, spec),
+        base_model_name=base_model_name(owner, spec, model),
+        adapters=[ServedAdapter(name=name, uri=uri) for name, uri in model.adapters],
+        serving=spec.serving,
+    )
 
 
 def build_server_config_map(owner: Owner, spec: ModelDeploymentSpec, model: ServedModel) -> dict[str, Any]:
     """The ConfigMap holding the server configuration."""
-    return config_map(owner, config_map_name(owner), COMPONENT, server_config(owner, spec, model))
+    return config_map(owner, config_map_name(owner), COMPONENT, run_document(server_run(owner, spec, model)))
 
 
 def _probes(spec: ModelDeploymentSpec) -> dict[str, Any]:

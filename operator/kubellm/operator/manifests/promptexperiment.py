@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubellm.contract.experiments import ExperimentConfig, ExperimentRun, RunTarget
+from kubellm.contract.schema import EXIT_BAD_INPUT, run_document
 from kubellm.operator.api.promptexperiment import PromptExperimentSpec
 from kubellm.operator.manifests.common import (
     CONFIG_DIR,
@@ -23,7 +25,6 @@ from kubellm.operator.manifests.common import (
     secret_env,
 )
 from kubellm.operator.manifests.reporting import build_report_children, report_env, report_name
-from kubellm.runtime.config import EXPERIMENT_EXIT_BAD_INPUT
 
 __all__ = [
     "COMPONENT",
@@ -49,24 +50,27 @@ def job_name(owner: Owner) -> str:
     return owner.child_name()
 
 
-def experiment_config(spec: PromptExperimentSpec, model: str) -> dict[str, Any]:
-    """What ``kubellm experiment --config`` reads: the experiment definition plus the model and API to use."""
-    return {**spec.experiment_config().dump(), "target": {"model": model, "api": spec.target.api}}
+def experiment_run(owner: Owner, spec: PromptExperimentSpec, endpoint: str, model: str) -> ExperimentRun:
+    """What ``kubellm experiment --config`` reads: the definition, the name, the resolved endpoint and model."""
+    definition = {name: getattr(spec, name) for name in ExperimentConfig.model_fields}
+    target = RunTarget(url=endpoint, model=model, api=spec.target.api)
+    return ExperimentRun(**definition, name=owner.name, target=target)
 
 
-def build_experiment_config_map(owner: Owner, spec: PromptExperimentSpec, model: str) -> dict[str, Any]:
-    """The ConfigMap holding the experiment definition."""
-    return config_map(owner, config_map_name(owner), COMPONENT, experiment_config(spec, model))
+def build_experiment_config_map(owner: Owner, spec: PromptExperimentSpec, endpoint: str, model: str) -> dict[str, Any]:
+    """The ConfigMap holding the run document."""
+    document = run_document(experiment_run(owner, spec, endpoint, model))
+    return config_map(owner, config_map_name(owner), COMPONENT, document)
 
 
 def build_experiment_job(
     owner: Owner, spec: PromptExperimentSpec, endpoint: str, model: str, image: str
 ) -> dict[str, Any]:
     """The Job: one pod sending every variant to ``endpoint`` and reporting into the report ConfigMap."""
-    args = ["experiment", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--endpoint", endpoint, "--output", OUTPUT_DIR]
+    args = ["experiment", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--output", OUTPUT_DIR]
     env = [*secret_env("KUBELLM_TARGET_API_KEY", spec.target.api_key_secret_ref), *report_env(owner)]
     container = runtime_container(spec, image, args, env, [])
-    cm_hash = config_hash(build_experiment_config_map(owner, spec, model)["data"])
+    cm_hash = config_hash(build_experiment_config_map(owner, spec, endpoint, model)["data"])
     template = {
         "metadata": {
             "labels": metadata(owner, "", COMPONENT)["labels"],
@@ -85,7 +89,7 @@ def build_experiment_job(
     job_spec = {
         "backoffLimit": 1,
         "activeDeadlineSeconds": spec.timeout_seconds,
-        "podFailurePolicy": pod_failure_policy([EXPERIMENT_EXIT_BAD_INPUT]),
+        "podFailurePolicy": pod_failure_policy([EXIT_BAD_INPUT]),
         "template": template,
     }
     return {
@@ -101,7 +105,7 @@ def build_children(
 ) -> list[dict[str, Any]]:
     """Every child, in the order they must exist (the Job last)."""
     return [
-        build_experiment_config_map(owner, spec, model),
+        build_experiment_config_map(owner, spec, endpoint, model),
         *build_report_children(owner, COMPONENT),
         build_experiment_job(owner, spec, endpoint, model, image),
     ]

@@ -27,7 +27,8 @@ from typing import Any, Literal
 
 import httpx
 
-from kubellm.runtime.config import GenerationParams
+from kubellm.contract.experiments import GenerationParams
+from kubellm.runtime.errors import CommandError
 
 from .templates import RenderedPrompt
 
@@ -48,7 +49,7 @@ RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
 _PATHS: dict[Api, str] = {"chat": "chat/completions", "completions": "completions"}
 
 
-class RequestError(Exception):
+class RequestError(CommandError):
     """One request failed for good (after any retries)."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

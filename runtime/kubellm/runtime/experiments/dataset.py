@@ -15,15 +15,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubellm.runtime.config import REFERENCE_SCORERS, DatasetRow, Scorer
+from kubellm.contract.experiments import REFERENCE_SCORERS, DatasetRow, Scorer
+from kubellm.runtime.errors import DatasetError
 
 __all__ = ["DatasetError", "check_references", "load_rows"]
 
 _ROW_FIELDS = ("input", "expected", "vars")
-
-
-class DatasetError(ValueError):
-    """The dataset cannot be read; the message names the file and line."""
 
 
 def load_rows(path: Path) -> list[DatasetRow]:

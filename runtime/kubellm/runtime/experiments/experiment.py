@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from kubellm.runtime.config import DatasetRow, ExperimentConfig, ExperimentProgress
+from kubellm.contract.experiments import DatasetRow, ExperimentConfig, ExperimentProgress
+from kubellm.runtime.errors import CommandError
 
 from .client import Api, ClientSettings, EndpointClient, EndpointUnreachableError, RequestError
 from .dataset import check_references
@@ -26,7 +27,7 @@ from .templates import compile_variants
 __all__ = ["ExperimentError", "RunSettings", "run_experiment"]
 
 
-class ExperimentError(RuntimeError):
+class ExperimentError(CommandError):
     """The run cannot complete (no model name, every request failed, ...)."""
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubellm.runtime.config import ExperimentConfig, MetricSummary, VariantComparison, VariantResult
+from kubellm.contract.experiments import ExperimentConfig, MetricSummary, VariantComparison, VariantResult
 
 from .results import ExperimentResult
 

@@ -2,7 +2,7 @@
 
 The result is the status payload the operator copies into a PromptExperiment's status
 (``progress``, ``results``, ``comparisons``, ``winner``, ``summary``), built from the runtime's
-report models in :mod:`kubellm.runtime.config`. Besides the scores, each variant counts its
+report models in :mod:`kubellm.contract`. Besides the scores, each variant counts its
 answers that were cut off by the token limit and those in which its extraction found no answer:
 both score low for a reason the scores alone do not show.
 """
@@ -18,16 +18,15 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field, StringConstraints
 
-from kubellm.runtime.config import (
+from kubellm.contract.experiments import (
     DatasetRow,
     ExperimentConfig,
     ExperimentProgress,
-    Identifier,
     MetricSummary,
-    ReportModel,
     VariantComparison,
     VariantResult,
 )
+from kubellm.contract.schema import Identifier, ReportModel
 
 from .runner import RequestKey, RequestRecord
 from .scorers import COMBINED_SCORE, Answers, combined_score, score_answers

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ValidationError
 
-from kubellm.runtime.config import DatasetRow, ExperimentConfig, ExperimentProgress
+from kubellm.contract.experiments import DatasetRow, ExperimentConfig, ExperimentProgress
 
 from .client import Api, EndpointClient, EndpointUnreachableError, RequestError, request_body
 from .templates import VariantTemplate

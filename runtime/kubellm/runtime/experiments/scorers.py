@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from kubellm.runtime.config import Scorer
+from kubellm.contract.experiments import Scorer
+from kubellm.runtime.errors import ConfigError
 
 from .answers import contains_words, normalise_answer
 
@@ -65,7 +66,7 @@ FloatArray = npt.NDArray[np.float64]
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
-class ScorerError(ValueError):
+class ScorerError(ConfigError):
     """A scorer cannot be set up (bad pattern, missing library or model files)."""
 
 

@@ -25,7 +25,8 @@ import jinja2
 from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from kubellm.runtime.config import DatasetRow, PromptVariant
+from kubellm.contract.experiments import DatasetRow, PromptVariant
+from kubellm.runtime.errors import ConfigError
 
 from .answers import final_answer
 
@@ -44,7 +45,7 @@ Extractor = Callable[[str], str | None]
 """The scored part of an output, or None when it has none."""
 
 
-class TemplateError(ValueError):
+class TemplateError(ConfigError):
     """A variant's template cannot be compiled or rendered; the message names the variant."""
 
 

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
-from kubellm.runtime.config import ReportModel
+from kubellm.contract.schema import ReportModel
 from kubellm.runtime.models.sources import ModelSourceError
 
 __all__ = [

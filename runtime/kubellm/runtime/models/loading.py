@@ -23,7 +23,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-from kubellm.runtime.config import ModelSource
+from kubellm.contract.schema import ModelSource
 from kubellm.runtime.models.compat import peft_deprecations_silenced
 from kubellm.runtime.models.dummy import build_dummy_model, build_dummy_tokenizer
 from kubellm.runtime.models.gguf import converted_gguf, is_gguf

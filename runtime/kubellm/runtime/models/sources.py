@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qsl
 
-from kubellm.runtime.config import PVC_ROOT
+from kubellm.contract.schema import EXIT_BAD_INPUT, PVC_ROOT
+from kubellm.runtime.errors import CommandError
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -63,8 +64,11 @@ CACHE_DIR_ENV = "KUBELLM_CACHE_DIR"
 _IMPORT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
-class ModelSourceError(Exception):
+class ModelSourceError(CommandError):
     """A model or data source that cannot be used; the message is one line saying what to do."""
+
+    exit_code = EXIT_BAD_INPUT
+    reason = "InvalidModelSource"
 
 
 @dataclass(frozen=True)

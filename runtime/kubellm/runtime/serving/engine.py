@@ -20,7 +20,7 @@ import torch
 from peft import PeftModel
 from transformers import DynamicCache
 
-from kubellm.runtime.config import ModelSource, Quantization
+from kubellm.contract.serving import Quantization, ServedAdapter
 from kubellm.runtime.models.compat import peft_deprecations_silenced
 from kubellm.runtime.models.hub import translated_hub_errors
 from kubellm.runtime.models.loading import load_model
@@ -28,7 +28,7 @@ from kubellm.runtime.models.sources import HubSource, ModelSourceError, PathSour
 from kubellm.runtime.serving.batching import Batch, Sequence
 from kubellm.runtime.serving.errors import InvalidRequestError
 from kubellm.runtime.serving.quantize import check_supported, load_options, quantize_int8_cpu, weight_bytes
-from kubellm.runtime.serving.settings import AdapterSpec, ServerSettings
+from kubellm.runtime.serving.settings import ServerSettings
 
 __all__ = ["BASE_ADAPTER", "Engine", "EngineInfo", "load_engine"]
 
@@ -170,7 +170,7 @@ def _device(settings: ServerSettings) -> str:
     return settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _adapter_location(adapter: AdapterSpec) -> str:
+def _adapter_location(adapter: ServedAdapter) -> str:
     source = parse_source(adapter.uri)
     if isinstance(source, PathSource):
         if not source.path.is_dir():
@@ -181,7 +181,7 @@ def _adapter_location(adapter: AdapterSpec) -> str:
     raise ModelSourceError(f"adapter {adapter.name}: {adapter.uri}: an adapter is a folder or an hf:// repository")
 
 
-def _attach_adapters(model: Any, adapters: Seq[AdapterSpec]) -> Any:
+def _attach_adapters(model: Any, adapters: Seq[ServedAdapter]) -> Any:
     for adapter in adapters:
         location = _adapter_location(adapter)
         with translated_hub_errors(adapter.uri), peft_deprecations_silenced():
@@ -198,12 +198,12 @@ def load_engine(settings: ServerSettings) -> Engine:
     mode, device = settings.serving.quantization, _device(settings)
     check_supported(mode, device)
     dtype, bnb_config = load_options(mode, device)
-    revision = settings.model_revision
-    source = ModelSource(uri=settings.model, revision=revision) if revision else settings.model
-    loaded = load_model(source, dtype=dtype, quantization_config=bnb_config, device_map=device if bnb_config else None)
+    device_map = device if bnb_config else None
+    loaded = load_model(settings.model, dtype=dtype, quantization_config=bnb_config, device_map=device_map)
     base_adapter = _PEFT_DEFAULT if isinstance(loaded.model, PeftModel) else None
     if settings.base_model_name and base_adapter is None:
-        raise ModelSourceError(f"{settings.model}: is not an adapter, so there is no base model to serve separately")
+        uri = settings.model.uri
+        raise ModelSourceError(f"{uri}: is not an adapter, so there is no base model to serve separately")
     model = _attach_adapters(loaded.model, settings.adapters)
     if bnb_config is None:
         model = model.to(device)
@@ -211,8 +211,8 @@ def load_engine(settings: ServerSettings) -> Engine:
         model = quantize_int8_cpu(model)
     model.eval()
     info = EngineInfo(
-        uri=settings.model,
-        revision=settings.model_revision,
+        uri=settings.model.uri,
+        revision=settings.model.revision,
         model_type=loaded.model_type,
         base_uri=loaded.base_uri,
         quantization=mode,

@@ -20,7 +20,7 @@ from torch import nn
 from transformers import BitsAndBytesConfig
 from transformers.pytorch_utils import Conv1D
 
-from kubellm.runtime.config import Quantization
+from kubellm.contract.serving import Quantization
 from kubellm.runtime.models.quantization import QuantizationUnavailableError, four_bit_config
 
 __all__ = [

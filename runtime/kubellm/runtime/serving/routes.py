@@ -127,7 +127,7 @@ async def list_models(state: State, _: Tenant) -> dict[str, Any]:
     """The base model and every adapter, by served name."""
     settings, created = state.settings, int(state.started_at)
     base = {"id": settings.served_model_name, "object": "model", "created": created, "owned_by": "kubellm"}
-    entries = [{**base, "root": settings.model, "parent": None}]
+    entries = [{**base, "root": settings.model.uri, "parent": None}]
     if settings.base_model_name:
         root = state.service.engine.info.base_uri if state.service is not None else None
         entries.append({**base, "id": settings.base_model_name, "root": root, "parent": None})

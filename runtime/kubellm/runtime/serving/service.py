@@ -179,7 +179,7 @@ class GenerationService:
     def prompt_cap(self) -> int:
         """Most prompt tokens accepted: the configured cap, and room for one new token in the context."""
         context = self.engine.max_positions
-        cap = self.settings.max_prompt_tokens or self.settings.serving.limits.max_prompt_tokens
+        cap = self.settings.serving.limits.max_prompt_tokens
         return min(context - 1, cap or context)
 
     def check_prompt_length(self, prompt_tokens: int, param: str = "prompt", *, at_least: bool = False) -> None:

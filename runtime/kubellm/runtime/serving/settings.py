@@ -1,45 +1,108 @@
 """The server's one settings object, built once (by ``kubellm serve`` or a test) and passed down.
 
-The serving contract itself (quantization, limits, cache) is :class:`~kubellm.runtime.config.ServingConfig`,
-the same model a ModelDeployment's ``spec.serving`` holds; this adds what the process needs around
-it: the model and adapters, names, the listening address and the secrets that arrive as
-environment variables.
+:class:`ServerSettings` is the run document (:class:`~kubellm.contract.serving.ServerRun`: the
+model source, its names, the adapters and the ``serving`` section a ModelDeployment's spec
+holds) plus what the process needs around it: the listening address, threads and the secrets
+that arrive as environment variables. A setting such as ``serving.quantization`` keeps its name
+and place from the spec to the engine. :class:`ServeOptions` are ``kubellm serve``'s flags and
+``KUBELLM_*`` variables, each overriding one field of the document or the process.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+from typing import Annotated, Any
 
-from kubellm.runtime.config import Identifier, ServingConfig
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
-__all__ = ["DEFAULT_PORT", "AdapterSpec", "ServerSettings"]
+from kubellm.contract.serving import SERVER_PORT, Quantization, ServerRun
+from kubellm.runtime.errors import ConfigError
+from kubellm.runtime.settings import CommandOptions, document_option
 
-DEFAULT_PORT = 8000
+__all__ = ["DEFAULT_PORT", "ServeOptions", "ServerSettings"]
 
-
-class AdapterSpec(BaseModel):
-    """A LoRA adapter served on the base model under its own model name."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: Identifier
-    uri: str
+DEFAULT_PORT = SERVER_PORT
 
 
-class ServerSettings(BaseModel):
-    """Everything ``kubellm serve`` needs to run one model server."""
+class ProcessSettings(CommandOptions):
+    """What the serving process needs besides the run document (no flag for the secrets)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str = Field(description="Source URI of the model (or of a FineTuneJob's output folder).")
-    model_revision: str | None = Field(default=None, description="Revision of an hf:// model.")
-    served_model_name: Identifier = Field(default="model", description="The base model's name in the API.")
-    adapters: tuple[AdapterSpec, ...] = Field(default=(), description="LoRA adapters on the base model.")
-    base_model_name: Identifier | None = Field(
-        default=None,
-        description="When the model is a fine-tuned adapter: also serve the plain base model under this name.",
+    host: str = Field(default="0.0.0.0", description="Address to listen on (a pod serves on every interface).")
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65_535, description="Port to listen on.")
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=1024, description="CPU threads for torch. Default: the cores available minus one."
     )
-    serving: ServingConfig = Field(default_factory=ServingConfig)
+    log_level: str = Field(default="info", description="Log level of the server's JSON logs.")
+    api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        repr=False,
+        description="Accepted bearer tokens, comma-separated (also KUBELLM_API_KEY); empty: the API is open.",
+        json_schema_extra={"flag": False},
+    )
+    api_key: str | None = Field(
+        default=None, repr=False, description="One accepted bearer token.", json_schema_extra={"flag": False}
+    )
+    redis_password: str | None = Field(
+        default=None, repr=False, description="Password of the Redis cache.", json_schema_extra={"flag": False}
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(key.strip() for key in value.split(",") if key.strip()) if isinstance(value, str) else value
+
+    def accepted_keys(self) -> tuple[str, ...]:
+        """Every accepted bearer token, from both variables."""
+        return tuple(dict.fromkeys([*self.api_keys, *([self.api_key] if self.api_key else [])]))
+
+
+class ServeOptions(ProcessSettings):
+    """``kubellm serve``'s flags: the run document, overrides of its fields, the process settings."""
+
+    config: Path | None = Field(
+        default=None, description="Run document (the ModelDeployment's ConfigMap, /etc/kubellm/config.yaml)."
+    )
+    model: str | None = document_option(ServerRun, "model.uri")
+    served_model_name: str | None = document_option(ServerRun, "servedModelName")
+    base_model_name: str | None = document_option(ServerRun, "baseModelName")
+    adapter: Annotated[list[str] | None, NoDecode] = document_option(ServerRun, "adapters")
+    quantization: Quantization | None = document_option(ServerRun, "serving.quantization")
+    redis_url: str | None = document_option(ServerRun, "serving.cache.url")
+    cache_ttl: int | None = document_option(ServerRun, "serving.cache.ttlSeconds")
+    max_batch_size: int | None = document_option(ServerRun, "serving.limits.maxBatchSize")
+    max_batch_wait_ms: int | None = document_option(ServerRun, "serving.limits.batchWaitMs")
+    max_tokens_limit: int | None = document_option(ServerRun, "serving.limits.maxTokens")
+    max_prompt_tokens: int | None = document_option(ServerRun, "serving.limits.maxPromptTokens")
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        return [pair for pair in value.split(",") if pair.strip()] if isinstance(value, str) else value
+
+    def apply(self, document: dict[str, Any]) -> dict[str, Any]:
+        """The overrides written into ``document``; a Redis URL also turns the cache on, whatever the file said."""
+        result = super().apply(document)
+        if self.redis_url is not None:
+            result["serving"]["cache"]["enabled"] = True
+        return result
+
+    def document_value(self, name: str, value: Any) -> Any:
+        """``--adapter NAME=SOURCE`` pairs become the document's adapter entries."""
+        if name != "adapter":
+            return value
+        adapters = []
+        for pair in value:
+            adapter_name, sep, uri = pair.strip().partition("=")
+            if not sep or not adapter_name or not uri:
+                raise ConfigError(f"--adapter expects NAME=SOURCE, got {pair!r}")
+            adapters.append({"name": adapter_name, "uri": uri})
+        return adapters
+
+
+class ServerSettings(ServerRun):
+    """Everything one model server needs: the run document plus the process settings."""
+
     host: str = "0.0.0.0"  # a pod serves on every interface
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65_535)
     api_keys: tuple[str, ...] = Field(default=(), repr=False, description="Accepted bearer tokens; empty: open.")
@@ -48,12 +111,4 @@ class ServerSettings(BaseModel):
     torch_threads: int | None = Field(
         default=None, ge=1, le=1024, description="CPU threads for torch; default: the cores available minus one."
     )
-    max_prompt_tokens: int | None = Field(
-        default=None, ge=1, description="Longest prompt in tokens (400 above); default: the model's context less one."
-    )
     memory_cache_entries: int = Field(default=1024, ge=0, description="Size of the in-process cache without Redis.")
-
-    def model_names(self) -> list[str]:
-        """Every name a request may put in ``model``: the base model first, then the adapters."""
-        base = [self.base_model_name] if self.base_model_name else []
-        return [self.served_model_name, *base, *(adapter.name for adapter in self.adapters)]

@@ -35,10 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from kubellm.runtime.config import AugmentationConfig, AugmentationReport, DatasetConfig
+from kubellm.contract.training import AugmentationConfig, AugmentationReport, DatasetConfig, TrainingRun
 from kubellm.runtime.training.data import MESSAGES_FIELD, Example, RawRow, chat_row, to_examples
 from kubellm.runtime.training.encoding import EncodedExample, encode_all
-from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.quality import filter_examples
 from kubellm.runtime.training.reporting import Reporter
 
@@ -388,7 +387,7 @@ def _answers(
 
 
 def augment(
-    job: TrainJob,
+    job: TrainingRun,
     seeds: Sequence[RawRow],
     originals: Sequence[RawRow],
     tokenizer: Any,
@@ -413,13 +412,13 @@ def augment(
     return Augmented(examples=encoded.examples, report=report)
 
 
-def sampling_seed(job: TrainJob) -> int:
+def sampling_seed(job: TrainingRun) -> int:
     """The augmentation's seed, else the training seed."""
     config = job.data_augmentation
     return job.training.seed if config is None or config.seed is None else config.seed
 
 
-def generator_name(job: TrainJob) -> str:
+def generator_name(job: TrainingRun) -> str:
     """What generates the rows, as the report names it: the server's URL and model, or the base model's URI."""
     server = job.augmentation_server
     return f"{server.url} ({server.model})" if server is not None else job.base_model.uri

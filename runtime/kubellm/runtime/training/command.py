@@ -1,9 +1,11 @@
 """``kubellm train --config FILE [--output DIR]``: what a FineTuneJob's pod runs, and a standalone tool.
 
-FILE is YAML or JSON holding a whole FineTuneJob manifest (other documents in the file, such
-as a PersistentVolumeClaim, are skipped) or just its spec. ``--output`` overrides the spec's
-output location. Progress goes to stdout as JSON lines and to ``<output>/status.json``; a
-progress bar is drawn when stderr is a terminal.
+FILE is the run document (:class:`~kubellm.contract.training.TrainingRun`, YAML or JSON) the
+operator writes into the FineTuneJob's ConfigMap: the spec's sections, references resolved
+(``kubellm run`` takes whole manifests). The output folder is ``--output`` when given, else the
+document's ``output.pvc`` under the PVC root (``/mnt/pvc/<claimName>/<path>``). Progress goes
+to stdout as JSON lines and to ``<output>/status.json``; a progress bar is drawn when stderr is
+a terminal.
 
 The exit code says what happened (see :mod:`kubellm.runtime.training.errors`); on failure
 stderr carries exactly one line, ``kubellm train: <reason>``, and ``status.json`` (and the
@@ -22,11 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kubellm.runtime.models.sources import ModelSourceError, pvc_root
+from pydantic import Field
+
+from kubellm.contract.schema import EXIT_FAILED
+from kubellm.contract.training import TrainingRun
+from kubellm.runtime import settings as command_settings
+from kubellm.runtime.errors import CommandError, ConfigError
+from kubellm.runtime.models.sources import pvc_root
 from kubellm.runtime.reporting import ThrottledStatus, reporter_from_env
 from kubellm.runtime.training.data import RawRow, read_rows
-from kubellm.runtime.training.errors import EXIT_FAILED, EXIT_INVALID, TrainingError
-from kubellm.runtime.training.job import TrainJob, load_job_file, resolve_output
 from kubellm.runtime.training.metrics import TrainingMetrics
 from kubellm.runtime.training.reporting import Reporter, is_main_process
 
@@ -35,32 +41,47 @@ __all__ = ["add_arguments", "run"]
 EXIT_KEYBOARD_INTERRUPT = 130
 
 
+class TrainOptions(command_settings.CommandOptions):
+    """``kubellm train``'s flags (each also a ``KUBELLM_*`` variable)."""
+
+    config: Path | None = Field(
+        default=None, description="Run document (the FineTuneJob's ConfigMap, /etc/kubellm/config.yaml). Required."
+    )
+    output: Path | None = Field(default=None, description="Output folder. Default: the document's output.pvc folder.")
+    merge_adapter: bool = Field(default=False, description="Also write base + adapter merged into <output>/merged.")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``train`` command's options."""
-    parser.add_argument(
-        "--config", required=True, type=Path, metavar="FILE", help="FineTuneJob manifest or spec (YAML or JSON)"
-    )
-    parser.add_argument("--output", type=Path, metavar="DIR", help="output folder (default: the spec's output PVC)")
-    parser.add_argument(
-        "--merge-adapter", action="store_true", help="also write base + adapter merged into <output>/merged (LoRA)"
-    )
+    """The ``train`` command's flags, one per option of :class:`TrainOptions`."""
+    command_settings.add_arguments(parser, TrainOptions)
+
+
+def load_run(options: TrainOptions) -> tuple[TrainingRun, Path]:
+    """The run document and the output folder; raises :class:`ConfigError`."""
+    if options.config is None:
+        raise ConfigError("pass --config FILE, a run document (kubellm run takes FineTuneJob manifests)")
+    document = command_settings.read_document(options.config)
+    job = command_settings.load_document(TrainingRun, document, str(options.config))
+    if options.output is not None:
+        return job, options.output
+    if job.output is None or job.output.pvc.path is None:
+        raise ConfigError(f"{options.config}: no output folder: set output.pvc.claimName and path, or pass --output")
+    return job, pvc_root() / job.output.pvc.claim_name / job.output.pvc.path
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train as the config says; returns the exit code."""
+    """Train as the run document says; returns the exit code."""
     reporter: Reporter | None = None
     try:
         # A bad config or dataset fails in a second: torch and transformers load only after.
-        job_file = load_job_file(args.config)
-        output_dir = resolve_output(job_file, args.output)
-        reporter = _reporter(output_dir, job_file.job.training.method)
-        rows = read_rows(job_file.job.dataset)
+        options = TrainOptions.from_args(args)
+        job, output_dir = load_run(options)
+        reporter = _reporter(output_dir, job.training.method)
+        rows = read_rows(job.dataset)
         with _library_logs_as_json_lines():
-            return _train(job_file.job, output_dir, reporter, rows, merge=args.merge_adapter)
-    except TrainingError as error:
+            return _train(job, output_dir, reporter, rows, merge=options.merge_adapter)
+    except CommandError as error:
         return _fail(reporter, error.reason, str(error), error.exit_code)
-    except ModelSourceError as error:
-        return _fail(reporter, "InvalidModelSource", str(error), EXIT_INVALID)
     except KeyboardInterrupt:
         return _fail(reporter, "Interrupted", "interrupted", EXIT_KEYBOARD_INTERRUPT)
     except Exception as error:  # the last resort: one line, never a traceback
@@ -79,7 +100,7 @@ def _reporter(output_dir: Path, method: str) -> Reporter:
     return reporter
 
 
-def _train(job: TrainJob, output_dir: Path, reporter: Reporter, rows: list[RawRow], *, merge: bool) -> int:
+def _train(job: TrainingRun, output_dir: Path, reporter: Reporter, rows: list[RawRow], *, merge: bool) -> int:
     # Imported here: the heavy libraries load only once the config and the data are known to be readable.
     from kubellm.runtime.training.pipeline import REASON_COMPLETED, run_job  # noqa: PLC0415
 

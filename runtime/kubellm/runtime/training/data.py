@@ -29,7 +29,7 @@ from typing import Any
 
 from huggingface_hub import snapshot_download
 
-from kubellm.runtime.config import DatasetConfig
+from kubellm.contract.training import DatasetConfig
 from kubellm.runtime.models.hub import translated_hub_errors
 from kubellm.runtime.models.sources import DummySource, HubSource, ModelSourceError, PathSource, hub_token, parse_source
 from kubellm.runtime.training.errors import DatasetError

@@ -1,4 +1,4 @@
-"""The trainer's failures, each with the exit code ``kubellm train`` ends with.
+"""The trainer's failures (of the :class:`~kubellm.runtime.errors.CommandError` family), each with its exit code.
 
 Exit codes let the operator tell a permanent failure (bad spec or data: do not retry) from a
 transient one (retry, resuming from the last checkpoint) with a Job ``podFailurePolicy``:
@@ -14,13 +14,11 @@ transient one (retry, resuming from the last checkpoint) with a Job ``podFailure
 
 from __future__ import annotations
 
-from kubellm.runtime.config import TRAIN_EXIT_DATA_QUALITY, TRAIN_EXIT_INVALID
+from kubellm.contract.training import EXIT_DATA_QUALITY
+from kubellm.runtime.errors import CommandError, ConfigError, DatasetError
 
 __all__ = [
-    "EXIT_DATA_QUALITY",
-    "EXIT_FAILED",
     "EXIT_INTERRUPTED",
-    "EXIT_INVALID",
     "AugmentationError",
     "ConfigError",
     "DataQualityError",
@@ -29,34 +27,16 @@ __all__ = [
     "TrainingError",
 ]
 
-EXIT_FAILED = 1
-EXIT_INVALID = TRAIN_EXIT_INVALID
-EXIT_DATA_QUALITY = TRAIN_EXIT_DATA_QUALITY
 EXIT_INTERRUPTED = 143
 
 
-class TrainingError(Exception):
-    """A failure with a one-line message; ``exit_code`` is what the command returns."""
+class TrainingError(CommandError):
+    """Training failed (out of memory, a crash): a retry, resuming from the last checkpoint, may help."""
 
-    exit_code = EXIT_FAILED
     reason = "TrainingFailed"
 
 
-class ConfigError(TrainingError):
-    """The configuration file or its contents cannot work."""
-
-    exit_code = EXIT_INVALID
-    reason = "InvalidConfig"
-
-
-class DatasetError(TrainingError):
-    """The dataset cannot be read: a missing file, a malformed line, a missing column."""
-
-    exit_code = EXIT_INVALID
-    reason = "InvalidDataset"
-
-
-class DataQualityError(TrainingError):
+class DataQualityError(CommandError):
     """The data failed the quality check (too few rows left, too many dropped)."""
 
     exit_code = EXIT_DATA_QUALITY

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from kubellm.runtime.config import TaskEvaluationConfig, TaskScore
+from kubellm.contract.training import TaskEvaluationConfig, TaskScore
 from kubellm.runtime.experiments.scorers import contains, exact_match
 from kubellm.runtime.training.encoding import IGNORE_INDEX, EncodedExample
 

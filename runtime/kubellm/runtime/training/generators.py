@@ -25,13 +25,12 @@ from typing import Any
 import httpx
 import torch
 
-from kubellm.runtime.config import AUGMENTATION_API_KEY_ENV, AugmentationConfig, AugmentationServer
+from kubellm.contract.training import AUGMENTATION_API_KEY_ENV, AugmentationConfig, AugmentationServer, TrainingRun
 from kubellm.runtime.experiments.client import ClientSettings, EndpointClient, EndpointUnreachableError, RequestError
 from kubellm.runtime.models.loading import load_model
 from kubellm.runtime.training.augmentation import Output, Request, RowGenerator, sampling_seed
 from kubellm.runtime.training.data import render_chat
 from kubellm.runtime.training.errors import AugmentationError
-from kubellm.runtime.training.job import TrainJob
 
 __all__ = ["LocalGenerator", "ServerGenerator", "open_generator", "server_request"]
 
@@ -142,7 +141,7 @@ class LocalGenerator:
 
 
 @contextlib.contextmanager
-def open_generator(job: TrainJob) -> Iterator[RowGenerator]:
+def open_generator(job: TrainingRun) -> Iterator[RowGenerator]:
     """The job's generator: its resolved server, else the base model (loaded here, freed on exit)."""
     config = job.data_augmentation
     if config is None:

@@ -14,11 +14,12 @@ from collections.abc import Collection, Iterable
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main as torchrun
 
-from kubellm.runtime.config import TRAIN_EXIT_DATA_QUALITY, TRAIN_EXIT_INVALID
+from kubellm.contract.schema import EXIT_BAD_INPUT
+from kubellm.contract.training import EXIT_DATA_QUALITY
 
 __all__ = ["BAD_INPUT_EXIT_CODES", "launch", "launcher_exit_code"]
 
-BAD_INPUT_EXIT_CODES = frozenset({TRAIN_EXIT_INVALID, TRAIN_EXIT_DATA_QUALITY})
+BAD_INPUT_EXIT_CODES = frozenset({EXIT_BAD_INPUT, EXIT_DATA_QUALITY})
 
 
 def launcher_exit_code(failures: Iterable[tuple[float, int]], bad_input: Collection[int] = BAD_INPUT_EXIT_CODES) -> int:

@@ -17,7 +17,8 @@ from peft import get_peft_model, prepare_model_for_kbit_training
 from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from transformers.pytorch_utils import Conv1D
 
-from kubellm.runtime.config import LoraConfig, ModelSource, TrainingConfig
+from kubellm.contract.schema import ModelSource
+from kubellm.contract.training import LoraConfig, TrainingConfig
 from kubellm.runtime.models.compat import peft_deprecations_silenced
 from kubellm.runtime.models.dummy import ARCHITECTURES
 from kubellm.runtime.models.loading import LoadedModel, load_model

@@ -11,7 +11,7 @@ import os
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from kubellm.runtime.config import TrainingProgress
+from kubellm.contract.training import TrainingProgress
 
 __all__ = ["METRICS_PORT_ENV", "TrainingMetrics"]
 

@@ -15,11 +15,10 @@ from typing import Any
 
 from peft import PeftModel
 
-from kubellm.runtime.config import LoraConfig, SearchReport
+from kubellm.contract.training import LoraConfig, SearchReport, TrainingRun
 from kubellm.runtime.models.layout import MERGED_DIR, OutputManifest, write_manifest
 from kubellm.runtime.models.loading import load_model
 from kubellm.runtime.models.sources import HubSource, parse_source
-from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.methods import PreparedModel
 from kubellm.runtime.training.quality import DataQualityDetails
 from kubellm.runtime.training.trainer import RunResult
@@ -71,7 +70,7 @@ def write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def save_outputs(figures: FinalFigures, job: TrainJob, output_dir: Path, *, merge: bool) -> OutputManifest:
+def save_outputs(figures: FinalFigures, job: TrainingRun, output_dir: Path, *, merge: bool) -> OutputManifest:
     """Write the model or adapter, tokenizer, optional merged model, metrics, card and manifest."""
     model = figures.result.model
     is_adapter = isinstance(model, PeftModel)
@@ -102,7 +101,7 @@ def _save_merged(output_dir: Path, tokenizer: Any) -> str:
     return MERGED_DIR
 
 
-def _front_matter(job: TrainJob, manifest: OutputManifest) -> str:
+def _front_matter(job: TrainingRun, manifest: OutputManifest) -> str:
     source = parse_source(job.base_model.uri, job.base_model.revision)
     lines = ["---", f"library_name: {'peft' if manifest.kind == 'adapter' else 'transformers'}"]
     if isinstance(source, HubSource):
@@ -117,11 +116,11 @@ def _loading_snippet(manifest: OutputManifest) -> str:
     return "base = AutoModelForCausalLM.from_pretrained(base_model)\nmodel = PeftModel.from_pretrained(base, output)"
 
 
-def _lora_rank(job: TrainJob) -> int:
+def _lora_rank(job: TrainingRun) -> int:
     return (job.training.lora or LoraConfig()).rank  # no lora block: the defaults, as the trainer used
 
 
-def model_card(figures: FinalFigures, job: TrainJob, manifest: OutputManifest) -> str:
+def model_card(figures: FinalFigures, job: TrainingRun, manifest: OutputManifest) -> str:
     """A short model card: provenance, data, figures, how to load."""
     numbers = figures.as_dict()
     rows = [

@@ -17,7 +17,14 @@ from typing import Any
 import optuna
 from transformers import TrainerCallback
 
-from kubellm.runtime.config import SearchReport, TaskEvaluationConfig, TaskEvaluationReport, TaskScore, TrainingConfig
+from kubellm.contract.training import (
+    SearchReport,
+    TaskEvaluationConfig,
+    TaskEvaluationReport,
+    TaskScore,
+    TrainingConfig,
+    TrainingRun,
+)
 from kubellm.runtime.models.layout import CHECKPOINTS_DIR, OutputManifest
 from kubellm.runtime.models.loading import load_tokenizer
 from kubellm.runtime.training.augmentation import Augmented, augment, sources_of
@@ -26,7 +33,6 @@ from kubellm.runtime.training.encoding import EncodedExample, encode_all, split
 from kubellm.runtime.training.errors import ConfigError, DataQualityError
 from kubellm.runtime.training.evaluation import BEFORE_FILE, TaskCase, evaluate_task, load_score, task_cases
 from kubellm.runtime.training.generators import open_generator
-from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.methods import PreparedModel, load_for_training, prepare_model
 from kubellm.runtime.training.outputs import QUALITY_FILE, FinalFigures, save_outputs, write_json
 from kubellm.runtime.training.progress import ProgressCallback
@@ -65,7 +71,7 @@ class TrainSummary:
 
 
 def prepare_data(
-    job: TrainJob, tokenizer: Any, output_dir: Path, reporter: Reporter, rows: list[RawRow] | None = None
+    job: TrainingRun, tokenizer: Any, output_dir: Path, reporter: Reporter, rows: list[RawRow] | None = None
 ) -> PreparedData:
     """Read (unless ``rows`` were), check, filter, tokenize and split the dataset, then augment the training split.
 
@@ -103,7 +109,7 @@ def _publish_quality(report: DataQualityDetails, output_dir: Path, reporter: Rep
 
 
 def _augment(
-    job: TrainJob, tokenizer: Any, seeds: list[RawRow], rows: list[RawRow], *, output_dir: Path, reporter: Reporter
+    job: TrainingRun, tokenizer: Any, seeds: list[RawRow], rows: list[RawRow], *, output_dir: Path, reporter: Reporter
 ) -> Augmented:
     """New training rows after ``seeds`` (the training split's rows), when the job asks for them."""
     if job.data_augmentation is None:
@@ -119,7 +125,7 @@ def _samples_per_step(training: TrainingConfig) -> int:
 
 
 def _search(
-    job: TrainJob, data: PreparedData, output_dir: Path, reporter: Reporter
+    job: TrainingRun, data: PreparedData, output_dir: Path, reporter: Reporter
 ) -> tuple[TrainingConfig, SearchReport | None]:
     """Run the search, if the job has one; returns the training settings to use and the report."""
     search = job.search
@@ -167,7 +173,7 @@ class _TaskEvaluation:
 
     @classmethod
     def start(
-        cls, job: TrainJob, data: PreparedData, prepared: PreparedModel, output_dir: Path, reporter: Reporter
+        cls, job: TrainingRun, data: PreparedData, prepared: PreparedModel, output_dir: Path, reporter: Reporter
     ) -> _TaskEvaluation | None:
         config = job.evaluation
         if config is None:
@@ -197,7 +203,7 @@ class _TaskEvaluation:
 
 
 def run_job(
-    job: TrainJob, output_dir: Path, reporter: Reporter, *, merge: bool = False, rows: list[RawRow] | None = None
+    job: TrainingRun, output_dir: Path, reporter: Reporter, *, merge: bool = False, rows: list[RawRow] | None = None
 ) -> TrainSummary:
     """Run the job into ``output_dir`` (resuming whatever an earlier run there left); ``rows``: the dataset, if read."""
     output_dir.mkdir(parents=True, exist_ok=True)

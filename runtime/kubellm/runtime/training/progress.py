@@ -18,7 +18,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from kubellm.runtime.config import TrainingProgress
+from kubellm.contract.training import TrainingProgress
 from kubellm.runtime.training.reporting import Reporter
 
 __all__ = ["PreemptionCallback", "ProgressCallback"]

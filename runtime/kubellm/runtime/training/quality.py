@@ -22,7 +22,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from kubellm.runtime.config import DataQualityConfig, DataQualityReport
+from kubellm.contract.training import DataQualityConfig, DataQualityReport
 from kubellm.runtime.training.data import Example
 
 __all__ = ["DataQualityDetails", "QualityResult", "add_token_stats", "conclude", "filter_examples"]

@@ -1,7 +1,7 @@
 """Where progress goes: structured JSON log lines, the status file, the operator, the termination message.
 
 Every event is one JSON object per line on stdout (``{"time", "event", ...}``; payloads use the
-status field names of :mod:`kubellm.runtime.config`, in camelCase), so a log collector or the
+status field names of :mod:`kubellm.contract`, in camelCase), so a log collector or the
 operator can parse them. The same figures go into ``<output>/status.json``, rewritten
 atomically, and into the operator's report ConfigMap when the pod has one
 (:mod:`kubellm.runtime.reporting`), shaped like the FineTuneJob status::
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from kubellm.runtime.config import TrainingProgress
+from kubellm.contract.training import TrainingProgress
 from kubellm.runtime.reporting import ThrottledStatus
 from kubellm.runtime.training.metrics import TrainingMetrics
 

@@ -24,7 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from kubellm.runtime.config import (
+from kubellm.contract.training import (
     LoraConfig,
     ParameterValue,
     SearchConfig,

@@ -1,7 +1,7 @@
 """One training run with transformers' Trainer: arguments, checkpoints, resume, evaluation.
 
 The Trainer owns the loop, the optimizer (AdamW), the schedule, mixed precision and the
-checkpoint format; this module maps :class:`~kubellm.runtime.config.TrainingConfig` onto it
+checkpoint format; this module maps :class:`~kubellm.contract.TrainingConfig` onto it
 and adds what a preemptible pod needs:
 
 - checkpoints every ``checkpointEverySteps`` into ``<run dir>/checkpoint-<step>``, the newest
@@ -32,7 +32,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainerState
 from transformers import ProgressCallback as ProgressBarCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from kubellm.runtime.config import DDP_BACKEND_ENV, TrainingConfig
+from kubellm.contract.training import DDP_BACKEND_ENV, TrainingConfig
 from kubellm.runtime.training.encoding import EncodedExample, PadCollator
 from kubellm.runtime.training.errors import ConfigError, InterruptedRunError
 from kubellm.runtime.training.methods import PreparedModel

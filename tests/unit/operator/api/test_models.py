@@ -9,17 +9,12 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from kubellm.contract.experiments import ExperimentConfig, VariantComparison, VariantResult
+from kubellm.contract.serving import GenerationLimits
+from kubellm.contract.training import TrainingConfig, TrainingProgress
 from kubellm.operator import api
 from kubellm.operator.api import finetunejob, modeldeployment, promptexperiment
 from kubellm.operator.api.common import Condition, KindInfo
-from kubellm.runtime.config import (
-    ExperimentConfig,
-    GenerationLimits,
-    TrainingConfig,
-    TrainingProgress,
-    VariantComparison,
-    VariantResult,
-)
 from tests.api_cases import INVALID_CASES, InvalidCase, load_example
 
 KIND_BY_NAME = {info.kind: info for info in api.KINDS}
@@ -225,4 +220,4 @@ def test_api_imports_only_the_runtime_contract() -> None:
     package = Path(api.__file__).parent
     for path in package.glob("*.py"):
         outside = {name for name in _internal_imports(path) if not name.startswith("kubellm.operator.api")}
-        assert outside <= {"kubellm.runtime.config"}, path
+        assert outside <= {"kubellm.contract"}, path

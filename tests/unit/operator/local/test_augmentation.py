@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from kubellm.contract.training import AugmentationReport, DataQualityReport
 from kubellm.operator.api import finetunejob as ftj
 from kubellm.operator.local.documents import ManifestError, ManifestSet, load_manifests
 from kubellm.operator.local.pods import WorkFolder
 from kubellm.operator.local.runner import LocalRun
-from kubellm.runtime.config import AugmentationReport, DataQualityReport
 from tests.api_cases import load_example
 
 

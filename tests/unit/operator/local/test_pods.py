@@ -37,7 +37,7 @@ def test_the_command_is_the_containers_args_with_local_paths(tmp_path: Path, mon
     pod_spec, config, work = _training_pod(tmp_path)
     pod = LocalPod("tiny", pod_spec, config, work.pod("FineTuneJob", "tiny"), work, "default")
     argv, env = pod.command()
-    assert argv[:3] == [sys.executable, "-m", "kubellm.runtime.cli"]
+    assert argv[:3] == [sys.executable, "-m", "kubellm.cli"]
     assert argv[3:] == [
         "train",
         "--config",
@@ -64,7 +64,7 @@ def test_a_distributed_job_runs_as_the_standalone_launcher_with_gloo(tmp_path: P
     assert argv[:7] == [
         sys.executable, "-m", "kubellm.runtime.training.launch", "--standalone", "--nproc-per-node", "4", "-m",
     ]  # fmt: skip
-    assert argv[7:10] == ["kubellm.runtime.cli", "train", "--config"]
+    assert argv[7:10] == ["kubellm.cli", "train", "--config"]
     assert env["KUBELLM_DDP_BACKEND"] == "gloo"
 
 

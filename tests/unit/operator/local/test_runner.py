@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kubellm.contract.experiments import MetricSummary, VariantComparison, VariantResult
 from kubellm.operator.api import finetunejob as ftj
 from kubellm.operator.api import promptexperiment as pexp
 from kubellm.operator.api.modeldeployment import ModelDeploymentStatus
 from kubellm.operator.local.documents import load_manifests
 from kubellm.operator.local.runner import LocalStore, deployment_view, job_view, results_table
 from kubellm.operator.status import DeploymentView, finetunejob_status, modeldeployment_status, now
-from kubellm.runtime.config import MetricSummary, VariantComparison, VariantResult
 from tests.api_cases import EXAMPLES
 
 OUTPUT = ftj.OutputStatus(uri="pvc://c/p", kind="adapter", base_model="dummy://llama")

@@ -7,12 +7,11 @@ from typing import Any
 import pytest
 import yaml
 
+from kubellm.contract.training import AugmentationServer, TrainingRun
 from kubellm.operator.api import FineTuneJobSpec
 from kubellm.operator.api.common import SecretKeyRef
 from kubellm.operator.manifests import finetunejob
 from kubellm.operator.manifests.common import CONFIG_FILE, CONFIG_HASH_ANNOTATION, Owner
-from kubellm.runtime.config import AugmentationServer
-from kubellm.runtime.training.job import TrainJob
 from tests.api_cases import load_example
 
 IMAGE = "ghcr.io/kubellm/runtime:0.1.0"
@@ -47,7 +46,7 @@ def test_in_process_augmentation_needs_no_server() -> None:
     assert config["dataAugmentation"] == {"mode": "new", "rowsPerExample": 2, "temperature": "0.9", "maxTokens": 256}
     assert "augmentationServer" not in config
     assert "KUBELLM_AUGMENTATION_API_KEY" not in _env(children[-1])
-    assert TrainJob.model_validate(config).data_augmentation == spec.data_augmentation
+    assert TrainingRun.model_validate(config).data_augmentation == spec.data_augmentation
 
 
 def test_the_resolved_server_and_its_api_key_reach_the_pod() -> None:
@@ -55,7 +54,7 @@ def test_the_resolved_server_and_its_api_key_reach_the_pod() -> None:
     children = finetunejob.build_children(OWNER, spec, IMAGE, ENDPOINT)
     config = _pod_config(children)
     assert config["augmentationServer"] == {"url": "http://writer.ns.svc:8080/v1", "model": "writer-adapter"}
-    job = TrainJob.model_validate(config)  # what the pod reads back
+    job = TrainingRun.model_validate(config)  # what the pod reads back
     assert job.augmentation_server == ENDPOINT.server
     assert _env(children[-1])["KUBELLM_AUGMENTATION_API_KEY"] == {"secretKeyRef": {"name": "writer-keys", "key": "api"}}
     keyless = finetunejob.AugmentationEndpoint(ENDPOINT.server)

@@ -325,7 +325,7 @@ def test_several_nodes_make_an_indexed_job_of_torchrun_pods(ftj: tuple[Owner, Fi
         "--rdzv-id", "uid-smollm2-dates", "--max-restarts", "0",
     ]  # fmt: skip
     assert args[args.index("-m") + 1 :] == [
-        "kubellm.runtime.cli", "train", "--config", "/etc/kubellm/config.yaml",
+        "kubellm.cli", "train", "--config", "/etc/kubellm/config.yaml",
         "--output", "/mnt/pvc/kubellm-models/smollm2-dates",
     ]  # fmt: skip
     assert _env(container)["KUBELLM_DDP_BACKEND"] == "gloo"

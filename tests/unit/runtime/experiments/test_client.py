@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kubellm.runtime.config import GenerationParams
+from kubellm.contract.experiments import GenerationParams
 from kubellm.runtime.experiments.client import (
     ClientSettings,
     Completion,

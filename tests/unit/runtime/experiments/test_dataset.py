@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubellm.runtime.config import Scorer
+from kubellm.contract.experiments import Scorer
 from kubellm.runtime.experiments.dataset import DatasetError, check_references, load_rows
 
 

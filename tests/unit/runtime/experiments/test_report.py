@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kubellm.runtime.config import ExperimentConfig, ExperimentProgress
+from kubellm.contract.experiments import ExperimentConfig, ExperimentProgress
 from kubellm.runtime.experiments.report import (
     ReportContext,
     answer_notes,

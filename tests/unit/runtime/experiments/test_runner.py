@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from kubellm.runtime.config import ExperimentConfig
+from kubellm.contract.experiments import ExperimentConfig
 from kubellm.runtime.experiments.client import ClientSettings, EndpointClient, EndpointUnreachableError
 from kubellm.runtime.experiments.runner import (
     PlannedRequest,

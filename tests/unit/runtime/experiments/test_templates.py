@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubellm.runtime.config import DatasetRow, PromptVariant
+from kubellm.contract.experiments import DatasetRow, PromptVariant
 from kubellm.runtime.experiments.templates import TemplateError, compile_variant, compile_variants, extract_answer
 
 

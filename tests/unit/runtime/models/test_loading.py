@@ -11,7 +11,7 @@ import torch
 from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from kubellm.runtime.config import ModelSource
+from kubellm.contract.schema import ModelSource
 from kubellm.runtime.models.compat import peft_deprecations_silenced
 from kubellm.runtime.models.hub import explain_hub_error
 from kubellm.runtime.models.layout import OutputManifest, read_manifest, write_manifest

@@ -10,7 +10,7 @@ import torch
 from fastapi.testclient import TestClient
 from huggingface_hub import constants
 
-from kubellm.runtime.config import GenerationLimits, ServingConfig
+from kubellm.contract.serving import GenerationLimits, ServingConfig
 from kubellm.runtime.serving.app import create_app
 from kubellm.runtime.serving.engine import Engine, load_engine
 from kubellm.runtime.serving.settings import ServerSettings
@@ -34,7 +34,9 @@ def tiny_settings(**overrides: object) -> ServerSettings:
     limits = overrides.pop("limits", {})
     assert isinstance(limits, dict)
     serving = ServingConfig(limits=GenerationLimits(**{"batch_wait_ms": 2, **limits}))
-    fields: dict[str, object] = {"model": TINY_MODEL, "served_model_name": SERVED_NAME, "serving": serving}
+    if isinstance(overrides.get("model"), str):
+        overrides["model"] = {"uri": overrides["model"]}
+    fields: dict[str, object] = {"model": {"uri": TINY_MODEL}, "served_model_name": SERVED_NAME, "serving": serving}
     return ServerSettings.model_validate({**fields, **overrides})
 
 

@@ -10,13 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 from peft import LoraConfig, get_peft_model
 
+from kubellm.contract.serving import ServedAdapter
 from kubellm.runtime.models.compat import peft_deprecations_silenced
 from kubellm.runtime.models.loading import load_model
 from kubellm.runtime.serving.app import create_app
 from kubellm.runtime.serving.batching import Scheduler, Sequence
 from kubellm.runtime.serving.engine import load_engine
 from kubellm.runtime.serving.sampling import SamplingParams
-from kubellm.runtime.serving.settings import AdapterSpec
 from tests.unit.runtime.serving.conftest import SERVED_NAME, TINY_MODEL, tiny_settings
 
 
@@ -35,8 +35,8 @@ def _save_adapter(folder: Path, seed: int) -> Path:
 def adapter_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("adapters")
     adapters = (
-        AdapterSpec(name="alpha", uri=str(_save_adapter(root / "alpha", 1))),
-        AdapterSpec(name="beta", uri=f"file://{_save_adapter(root / 'beta', 2)}"),
+        ServedAdapter(name="alpha", uri=str(_save_adapter(root / "alpha", 1))),
+        ServedAdapter(name="beta", uri=f"file://{_save_adapter(root / 'beta', 2)}"),
     )
     settings = tiny_settings(adapters=adapters)
     with TestClient(create_app(settings, load_engine(settings))) as client:
@@ -67,7 +67,7 @@ def test_each_model_name_answers_with_its_own_weights(adapter_client: TestClient
 def test_a_missing_adapter_folder_is_a_one_line_error(tmp_path: Path) -> None:
     from kubellm.runtime.models.sources import ModelSourceError  # noqa: PLC0415
 
-    settings = tiny_settings(adapters=(AdapterSpec(name="gone", uri=str(tmp_path / "gone")),))
+    settings = tiny_settings(adapters=(ServedAdapter(name="gone", uri=str(tmp_path / "gone")),))
     with pytest.raises(ModelSourceError, match="adapter gone"):
         load_engine(settings)
 

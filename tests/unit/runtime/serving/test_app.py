@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from kubellm.runtime.config import CacheConfig, GenerationLimits, ServingConfig
+from kubellm.contract.serving import CacheConfig, GenerationLimits, ServingConfig
 from kubellm.runtime.serving.app import create_app
 from tests.unit.runtime.serving.conftest import SERVED_NAME, ClientFactory, tiny_settings
 
@@ -213,9 +213,8 @@ def test_undecodable_bodies_are_400_with_a_clear_message(client: TestClient, con
     assert says in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("where", [{"max_prompt_tokens": 10}, {"limits": {"max_prompt_tokens": 10}}])
-def test_a_configured_prompt_cap_is_400_on_the_prompt(make_client: ClientFactory, where: dict[str, object]) -> None:
-    with make_client(**where) as client:
+def test_a_configured_prompt_cap_is_400_on_the_prompt(make_client: ClientFactory) -> None:
+    with make_client(limits={"max_prompt_tokens": 10}) as client:
         response = client.post("/v1/completions", json={**GREEDY, "prompt": "x" * 11})
         chat = {"model": SERVED_NAME, "messages": [{"role": "user", "content": "x" * 50}], "max_tokens": 2}
         chat_response = client.post("/v1/chat/completions", json=chat)

@@ -1,4 +1,4 @@
-"""``kubellm serve`` settings: file (manifest, spec, operator config, ServingConfig), environment, flags."""
+"""``kubellm serve`` settings: the run document, then the environment, then the flags."""
 
 from __future__ import annotations
 
@@ -12,22 +12,28 @@ import yaml
 from kubellm.runtime.serving import command, logs
 from kubellm.runtime.serving import engine as engine_module
 
-MANIFEST = {
-    "apiVersion": "kubellm.io/v1alpha1",
-    "kind": "ModelDeployment",
-    "metadata": {"name": "tiny-llama"},
-    "spec": {
-        "model": {"uri": "dummy://llama?seed=1"},
-        "adapters": [{"name": "sql", "uri": "/models/sql"}],
-        "replicas": 2,
-        "serving": {"quantization": "int8", "limits": {"maxTokens": 64, "maxBatchSize": 4}},
-    },
+RUN_DOCUMENT = {
+    "model": {"uri": "dummy://llama?seed=1"},
+    "servedModelName": "tiny-llama",
+    "adapters": [{"name": "sql", "uri": "/models/sql"}],
+    "serving": {"quantization": "int8", "limits": {"maxTokens": 64, "maxBatchSize": 4}},
 }
 
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODEL", "ADAPTER", "CONFIG", "API_KEYS", "API_KEY", "MAX_BATCH_SIZE", "REDIS_URL", "PORT"):
+    for name in (
+        "MODEL",
+        "ADAPTER",
+        "CONFIG",
+        "API_KEYS",
+        "API_KEY",
+        "MAX_BATCH_SIZE",
+        "REDIS_URL",
+        "PORT",
+        "MAX_PROMPT_TOKENS",
+        "TORCH_THREADS",
+    ):
         monkeypatch.delenv(f"KUBELLM_{name}", raising=False)
 
 
@@ -43,29 +49,39 @@ def _write(tmp_path: Path, document: object, name: str = "config.yaml") -> Path:
     return path
 
 
-def test_a_manifest_gives_model_name_adapters_and_serving(tmp_path: Path) -> None:
-    settings = command.build_settings(_args("--config", str(_write(tmp_path, MANIFEST))))
-    assert settings.model == "dummy://llama?seed=1"
+def test_the_run_document_gives_model_names_adapters_and_serving(tmp_path: Path) -> None:
+    settings = command.build_settings(_args("--config", str(_write(tmp_path, RUN_DOCUMENT))))
+    assert settings.model.uri == "dummy://llama?seed=1"
     assert settings.served_model_name == "tiny-llama"
     assert [(a.name, a.uri) for a in settings.adapters] == [("sql", "/models/sql")]
     assert settings.serving.quantization == "int8"
     assert settings.serving.limits.max_tokens == 64
 
 
-def test_the_operator_config_and_flags_over_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    operator_config = {"model": {"uri": "/out"}, "servedModelName": "x", "adapters": [], "serving": {}, "port": 8000}
-    path = _write(tmp_path, operator_config, "config.json")
+def test_file_then_environment_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    document = {"model": {"uri": "/out"}, "servedModelName": "x", "serving": {"limits": {"maxBatchSize": 2}}}
+    path = _write(tmp_path, document, "config.json")
+    assert command.build_settings(_args("--config", str(path))).serving.limits.max_batch_size == 2
     monkeypatch.setenv("KUBELLM_MAX_BATCH_SIZE", "16")
     monkeypatch.setenv("KUBELLM_API_KEYS", "a, b")
     monkeypatch.setenv("KUBELLM_REDIS_URL", "redis://cache:6379/0")
+    assert command.build_settings(_args("--config", str(path))).serving.limits.max_batch_size == 16
     args = _args("--config", str(path), "--max-batch-size", "64", "--adapter", "t=/a", "--port", "9000")
     settings = command.build_settings(args)
-    assert (settings.model, settings.served_model_name, settings.port) == ("/out", "x", 9000)
+    assert (settings.model.uri, settings.served_model_name, settings.port) == ("/out", "x", 9000)
     assert settings.serving.limits.max_batch_size == 64
     assert settings.serving.limits.max_concurrent >= 64
     assert settings.api_keys == ("a", "b")
-    assert settings.serving.cache.enabled
+    assert settings.serving.cache.url == "redis://cache:6379/0"
     assert settings.adapters[0].name == "t"
+
+
+def test_a_model_flag_replaces_the_whole_source_and_its_revision(tmp_path: Path) -> None:
+    document = {"model": {"uri": "hf://org/a", "revision": "v1"}}
+    path = _write(tmp_path, document)
+    assert command.build_settings(_args("--config", str(path))).model.revision == "v1"
+    replaced = command.build_settings(_args("--config", str(path), "--model", "dummy://gpt2")).model
+    assert (replaced.uri, replaced.revision) == ("dummy://gpt2", None)
 
 
 def test_redis_flags_turn_the_redis_cache_on_whatever_the_file_says(tmp_path: Path) -> None:
@@ -78,20 +94,25 @@ def test_redis_flags_turn_the_redis_cache_on_whatever_the_file_says(tmp_path: Pa
     assert (cache.enabled, cache.url, cache.ttl_seconds) == (True, "redis://r:6379/1", 9)
 
 
-def test_a_bare_serving_config_needs_a_model_flag(tmp_path: Path) -> None:
-    path = _write(tmp_path, {"quantization": "none", "cache": {"ttlSeconds": 5}})
-    settings = command.build_settings(_args("--config", str(path), "--model", "dummy://gpt2"))
-    assert (settings.model, settings.serving.cache.ttl_seconds) == ("dummy://gpt2", 5)
+def test_every_flag_is_documented_by_the_field_it_sets() -> None:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    helps = {action.dest: action.help or "" for action in parser._actions}
+    assert helps["quantization"].startswith("Weight precision: none (as stored)")  # ServingConfig's description
+    assert helps["max_batch_size"].startswith("Sequences decoded together in one batch.")
+    assert "KUBELLM_MAX_BATCH_SIZE" in helps["max_batch_size"]
+    assert "api_keys" not in helps and "redis_password" not in helps  # secrets: environment only
 
 
 @pytest.mark.parametrize(
     ("document", "argv", "expected"),
     [
         (None, ["--model", "dummy://llama", "--adapter", "oops"], "NAME=SOURCE"),
-        ({"spec": {"fineTuneJobRef": {"name": "x"}}, "kind": "ModelDeployment"}, [], "no model to serve"),
-        ({"quantization": "int3"}, ["--model", "dummy://llama"], "invalid configuration: quantization"),
-        ("- a list", ["--model", "dummy://llama"], "expected a mapping"),
-        ({"adapters": [{"name": "a", "fineTuneJobRef": {"name": "j"}}]}, ["--model", "m"], "has no uri"),
+        ({"servedModelName": "x"}, [], "no model to serve"),
+        ({"serving": {"quantization": "int3"}}, ["--model", "dummy://llama"], "serving.quantization: Input should be"),
+        ("- a list", ["--model", "dummy://llama"], "expected one mapping"),
+        ({"adapters": [{"name": "a", "fineTuneJobRef": {"name": "j"}}]}, ["--model", "/m"], "adapters.0.uri"),
+        ({"kind": "ModelDeployment", "spec": {}}, [], "not a run document; run manifests with `kubellm run"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(
@@ -102,6 +123,16 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith("kubellm serve: ")
     assert expected in err
+    assert err.count("\n") == 1
+
+
+def test_a_bad_environment_variable_is_one_line_naming_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBELLM_MAX_BATCH_SIZE", "lots")
+    assert command.run(_args("--model", "dummy://llama")) == 2
+    err = capsys.readouterr().err
+    assert "--max-batch-size / KUBELLM_MAX_BATCH_SIZE" in err
     assert err.count("\n") == 1
 
 
@@ -137,10 +168,12 @@ def test_torch_threads_leave_a_core_to_the_event_loop(monkeypatch: pytest.Monkey
     assert command.build_settings(_args("--model", "dummy://llama", "--torch-threads", "1")).torch_threads == 1
 
 
-def test_the_prompt_cap_comes_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert command.build_settings(_args("--model", "dummy://llama")).max_prompt_tokens is None
-    assert (
-        command.build_settings(_args("--model", "dummy://llama", "--max-prompt-tokens", "300")).max_prompt_tokens == 300
-    )
+def test_the_prompt_cap_comes_from_the_serving_limits_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    def cap(*argv: str) -> int | None:
+        return command.build_settings(_args("--model", "dummy://llama", *argv)).serving.limits.max_prompt_tokens
+
+    assert cap() is None
+    assert cap("--max-prompt-tokens", "300") == 300
     monkeypatch.setenv("KUBELLM_MAX_PROMPT_TOKENS", "200")
-    assert command.build_settings(_args("--model", "dummy://llama")).max_prompt_tokens == 200
+    assert cap() == 200
+    assert cap("--max-prompt-tokens", "300") == 300

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from kubellm.runtime.config import ServingConfig
+from kubellm.contract.schema import ModelSource
+from kubellm.contract.serving import ServingConfig
 from kubellm.runtime.serving.batching import Sequence
 from kubellm.runtime.serving.engine import load_engine
 from kubellm.runtime.serving.quantize import QuantizationUnavailableError, check_supported, conv1d_to_linear
@@ -49,8 +50,8 @@ def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 
 def test_int8_gpt2_is_smaller_and_generates_what_fp32_generates() -> None:
-    fp32_bytes, fp32_tokens, fp32_logits = _greedy_run(ServerSettings(model=GPT2))
-    int8 = ServerSettings(model=GPT2, serving=ServingConfig(quantization="int8"))
+    fp32_bytes, fp32_tokens, fp32_logits = _greedy_run(ServerSettings(model=ModelSource(uri=GPT2)))
+    int8 = ServerSettings(model=ModelSource(uri=GPT2), serving=ServingConfig(quantization="int8"))
     int8_bytes, int8_tokens, int8_logits = _greedy_run(int8)
     assert fp32_bytes / int8_bytes > 1.5
     assert int8_tokens == fp32_tokens  # greedy decoding agrees step by step

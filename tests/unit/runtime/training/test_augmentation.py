@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubellm.runtime.config import AugmentationConfig, DatasetConfig
+from kubellm.contract.training import AugmentationConfig, DatasetConfig, TrainingRun
 from kubellm.runtime.models.tokenizer import build_byte_tokenizer
 from kubellm.runtime.training.augmentation import (
     AUGMENTATION_FILE,
@@ -33,7 +33,6 @@ from kubellm.runtime.training.augmentation import (
     seed_of,
 )
 from kubellm.runtime.training.data import RawRow
-from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.reporting import Reporter
 
 TOKENIZER = build_byte_tokenizer()
@@ -268,8 +267,8 @@ ANSWERS = {
 }
 
 
-def _job(**augmentation: Any) -> TrainJob:
-    return TrainJob.model_validate(
+def _job(**augmentation: Any) -> TrainingRun:
+    return TrainingRun.model_validate(
         {
             "baseModel": {"uri": "dummy://llama"},
             "dataset": {"uri": "file:///data.jsonl"},
@@ -280,7 +279,7 @@ def _job(**augmentation: Any) -> TrainJob:
     )
 
 
-def _augment(job: TrainJob, rows: list[RawRow], opener: Callable[[], Any], folder: Path) -> Any:
+def _augment(job: TrainingRun, rows: list[RawRow], opener: Callable[[], Any], folder: Path) -> Any:
     reporter = Reporter(None, stream=io.StringIO())
     return augment(job, rows, rows, TOKENIZER, open_generator=opener, output_dir=folder, reporter=reporter)
 
@@ -356,9 +355,9 @@ def test_the_job_refuses_text_datasets_and_unresolved_references() -> None:
     base = {"baseModel": {"uri": "dummy://llama"}, "training": {"method": "full"}}
     text = {**base, "dataset": {"uri": "dummy://text", "textField": "text"}, "dataAugmentation": {}}
     with pytest.raises(ValidationError, match="cannot augment a textField dataset"):
-        TrainJob.model_validate(text)
+        TrainingRun.model_validate(text)
     referenced = {**base, "dataset": {"uri": "dummy://chat"}, "dataAugmentation": {"modelDeploymentRef": {"name": "m"}}}
     with pytest.raises(ValidationError, match="add augmentationServer"):
-        TrainJob.model_validate(referenced)
+        TrainingRun.model_validate(referenced)
     server = {"url": "http://m.ns.svc:80/v1", "model": "m"}
-    assert TrainJob.model_validate({**referenced, "augmentationServer": server}).augmentation_server is not None
+    assert TrainingRun.model_validate({**referenced, "augmentationServer": server}).augmentation_server is not None

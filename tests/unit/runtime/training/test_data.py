@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from kubellm.runtime.config import DatasetConfig
+from kubellm.contract.training import DatasetConfig
 from kubellm.runtime.models.tokenizer import build_byte_tokenizer
 from kubellm.runtime.training.data import Example, load_examples, read_rows
 from kubellm.runtime.training.errors import DatasetError

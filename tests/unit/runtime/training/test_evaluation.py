@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kubellm.runtime.config import TaskEvaluationConfig, TaskScore
+from kubellm.contract.training import TaskEvaluationConfig, TaskScore
 from kubellm.runtime.models.loading import load_model
 from kubellm.runtime.models.sources import DummySource
 from kubellm.runtime.models.tokenizer import build_byte_tokenizer

@@ -15,14 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from kubellm.runtime.config import AugmentationConfig, AugmentationServer
+from kubellm.contract.training import AugmentationConfig, AugmentationServer, TrainingRun
 from kubellm.runtime.models.loading import load_model
 from kubellm.runtime.models.tokenizer import build_byte_tokenizer
 from kubellm.runtime.training import pipeline
 from kubellm.runtime.training.augmentation import Output, Request, RowGenerator, Seed
 from kubellm.runtime.training.errors import AugmentationError
 from kubellm.runtime.training.generators import LocalGenerator, ServerGenerator, server_request
-from kubellm.runtime.training.job import TrainJob
 from kubellm.runtime.training.outputs import QUALITY_FILE
 from kubellm.runtime.training.reporting import Reporter
 
@@ -121,7 +120,7 @@ class Rewriter:
 
 
 @contextmanager
-def _rewriter(job: TrainJob) -> Iterator[RowGenerator]:
+def _rewriter(job: TrainingRun) -> Iterator[RowGenerator]:
     yield Rewriter()
 
 
@@ -139,9 +138,9 @@ def test_new_rows_go_to_the_training_split_only(tmp_path: Path, monkeypatch: pyt
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     quiet = Reporter(None, stream=io.StringIO())
-    plain = pipeline.prepare_data(TrainJob.model_validate(spec), tokenizer, tmp_path / "a", quiet)
+    plain = pipeline.prepare_data(TrainingRun.model_validate(spec), tokenizer, tmp_path / "a", quiet)
     monkeypatch.setattr(pipeline, "open_generator", _rewriter)
-    job = TrainJob.model_validate({**spec, "dataAugmentation": {"rowsPerExample": 2}})
+    job = TrainingRun.model_validate({**spec, "dataAugmentation": {"rowsPerExample": 2}})
     augmented = pipeline.prepare_data(job, tokenizer, tmp_path / "b", quiet)
     assert augmented.evaluation == plain.evaluation
     assert augmented.train[: len(plain.train)] == plain.train

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubellm.runtime.config import LoraConfig, ModelSource, TrainingConfig
+from kubellm.contract.schema import ModelSource
+from kubellm.contract.training import LoraConfig, TrainingConfig
 from kubellm.runtime.training.methods import default_lora_targets, load_for_training, prepare_model
 
 TINY = ModelSource(uri="dummy://llama?hidden_size=32&intermediate_size=64&num_hidden_layers=2&seed=1")

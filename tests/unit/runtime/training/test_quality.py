@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubellm.runtime.config import DataQualityConfig, DatasetConfig
+from kubellm.contract.training import DataQualityConfig, DatasetConfig
 from kubellm.runtime.models.tokenizer import build_byte_tokenizer
 from kubellm.runtime.training.data import Example, load_examples
 from kubellm.runtime.training.encoding import encode_all

@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from kubellm.runtime.config import TrainingProgress
+from kubellm.contract.training import TrainingProgress
 from kubellm.runtime.reporting import ThrottledStatus
 from kubellm.runtime.training.metrics import TrainingMetrics
 from kubellm.runtime.training.reporting import Reporter

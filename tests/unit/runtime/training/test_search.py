@@ -8,7 +8,7 @@ import optuna
 import pytest
 from transformers import TrainerCallback
 
-from kubellm.runtime.config import SearchConfig, SearchReport, TrainingConfig
+from kubellm.contract.training import SearchConfig, SearchReport, TrainingConfig
 from kubellm.runtime.training.errors import ConfigError, InterruptedRunError
 from kubellm.runtime.training.search import apply_params, decimal_string, run_search, search_report
 from kubellm.runtime.training.trainer import RunResult

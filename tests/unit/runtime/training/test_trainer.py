@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubellm.runtime.config import TrainingConfig
+from kubellm.contract.training import TrainingConfig
 from kubellm.runtime.training.errors import ConfigError
 from kubellm.runtime.training.trainer import RunPlan, build_arguments, last_complete_checkpoint, planned_steps
 

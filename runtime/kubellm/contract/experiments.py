@@ -1,0 +1,340 @@
+"""PromptExperiment's part of the contract: the experiment definition, its run document and its results.
+
+- Spec sections: :class:`ExperimentConfig` (variants, dataset, scorers, statistics); the
+  operator's ``PromptExperimentSpec`` is it plus the target reference and the pod options.
+- Run document: :class:`ExperimentRun` is the definition plus the experiment's name and the
+  resolved target (URL, model name, API); ``kubellm experiment --config`` reads it.
+- Reports: per-variant results, comparisons and progress, copied into status.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints, model_validator
+
+from kubellm.contract.schema import (
+    AlphaString,
+    CelRule,
+    ConfigModel,
+    Count,
+    DecimalString,
+    FractionString,
+    Identifier,
+    ReportModel,
+    ShortText,
+    check,
+    check_unique,
+    model_section,
+)
+
+__all__ = [
+    "REFERENCE_SCORERS",
+    "DatasetRow",
+    "ExperimentConfig",
+    "ExperimentDataset",
+    "ExperimentProgress",
+    "ExperimentRun",
+    "FewShotExample",
+    "GenerationParams",
+    "MetricSummary",
+    "PromptVariant",
+    "RunTarget",
+    "Scorer",
+    "VariantComparison",
+    "VariantResult",
+]
+
+
+class FewShotExample(ConfigModel):
+    """A worked example shown to the model before the question."""
+
+    input: Annotated[str, StringConstraints(max_length=4096)] = Field(description="Example input.")
+    output: Annotated[str, StringConstraints(max_length=4096)] = Field(description="Example answer.")
+
+
+_FEW_SHOT_RULE = CelRule(
+    rule="self.style != 'fewShot' || (has(self.examples) && size(self.examples) > 0)",
+    message="fewShot variants need at least one entry in examples",
+    field_path=".examples",
+    reason="FieldValueRequired",
+)
+_EXAMPLE_MESSAGES_RULE = CelRule(
+    rule="!has(self.examplesAs) || self.examplesAs != 'messages' || (has(self.examples) && size(self.examples) > 0)",
+    message="examplesAs: messages needs at least one entry in examples",
+    field_path=".examples",
+    reason="FieldValueRequired",
+)
+
+
+class PromptVariant(ConfigModel):
+    """One prompt under test."""
+
+    cel_rules = (_FEW_SHOT_RULE, _EXAMPLE_MESSAGES_RULE)
+
+    name: Identifier = Field(description="Variant name, unique in the experiment; used in status and metrics.")
+    style: Literal["zeroShot", "fewShot", "chainOfThought"] = Field(
+        default="zeroShot", description="Prompting style, for reports; fewShot requires examples."
+    )
+    template: Annotated[str, StringConstraints(min_length=1, max_length=16_384)] = Field(
+        description="Jinja2 template (sandboxed, strict) rendered per dataset row with input, vars and examples."
+    )
+    system: Annotated[str, StringConstraints(max_length=8192)] | None = Field(
+        default=None, description="System message (chat API only)."
+    )
+    examples: list[FewShotExample] = Field(
+        default_factory=list, max_length=32, description="Few-shot examples available to the template."
+    )
+    examples_as: Literal["template", "messages"] = Field(
+        default="template",
+        description="template: the template places the examples itself (as examples). messages: each example "
+        "is sent before the question as an earlier exchange, the template rendered with the example's input as "
+        "a user message and its output as the assistant's reply, which is how chat models see worked examples "
+        "(completions API: each as a paragraph of that text and the output on the next line).",
+    )
+    extract: Annotated[str, StringConstraints(max_length=512)] | None = Field(
+        default=None,
+        description="Regular expression whose first group (or whole match), in its last match, is scored instead "
+        "of the whole output. Default for chainOfThought variants: the text after the last answer marker "
+        "(Answer:, Final answer:, The answer is), on its line or the next, without Markdown emphasis or quotes. "
+        "An output where nothing is found scores as an empty answer and is counted in status (unextracted).",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=131_072,
+        description="Tokens to generate at most for this variant's answers, instead of generation.maxTokens; "
+        "chain-of-thought needs room to reason before its final answer. Answers cut off at the limit are "
+        "counted in status (cutOff).",
+    )
+    model: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="Model name to request for this variant (e.g. a LoRA adapter). Default: target.model."
+    )
+
+    @model_validator(mode="after")
+    def _few_shot_examples(self) -> PromptVariant:
+        check(self.style == "fewShot" and not self.examples, _FEW_SHOT_RULE.message)
+        check(self.examples_as == "messages" and not self.examples, _EXAMPLE_MESSAGES_RULE.message)
+        return self
+
+
+class DatasetRow(ConfigModel):
+    """One test case."""
+
+    input: Annotated[str, StringConstraints(max_length=8192)] = Field(description="The input, as {{ input }}.")
+    expected: Annotated[str, StringConstraints(max_length=8192)] | None = Field(
+        default=None, description="Reference answer for exact, contains, rouge, bleu and similarity scorers."
+    )
+    vars: dict[str, Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=dict, max_length=16, description="Extra template variables, as {{ vars.<name> }}."
+    )
+
+
+class ExperimentDataset(ConfigModel):
+    """The test cases every variant answers."""
+
+    rows: list[DatasetRow] = Field(min_length=1, max_length=1000, description="Test cases.")
+
+
+ScorerType = Literal["exact", "contains", "regex", "json", "rouge", "bleu", "similarity", "latency"]
+REFERENCE_SCORERS = ("exact", "contains", "rouge", "bleu", "similarity")
+"""Scorer types that compare the output with each row's expected text."""
+
+
+class Scorer(ConfigModel):
+    """How an output is scored; a variant's score is the weighted mean of its scorers."""
+
+    cel_rules = (
+        CelRule(
+            rule="(self.type == 'regex') == has(self.pattern)",
+            message="pattern is required for regex scorers and allowed only for them",
+            field_path=".pattern",
+        ),
+    )
+
+    name: Identifier = Field(description="Scorer name, unique in the experiment; a primaryMetric candidate.")
+    type: ScorerType = Field(
+        description="exact (the answer equals expected) or contains (expected occurs in the answer as whole "
+        "words), both after answer normalisation: case folded, punctuation, articles (a, an, the) and extra "
+        "whitespace dropped, number words up to the thousands written as digits; regex (pattern matches), json "
+        "(valid JSON), rouge (ROUGE-L F1), bleu, similarity (embedding cosine), latency (lower is better)."
+    )
+    weight: DecimalString = Field(default="1", description="Weight in the combined score, a decimal string.")
+    pattern: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
+        default=None, description="Regular expression the output must match (type regex)."
+    )
+    case_sensitive: bool = Field(
+        default=False, description="Compare case-sensitively (exact, contains, regex): case is then not folded."
+    )
+
+    @model_validator(mode="after")
+    def _pattern_for_regex(self) -> Scorer:
+        check(
+            (self.type == "regex") != (self.pattern is not None),
+            "pattern is required for regex scorers and allowed only for them",
+        )
+        return self
+
+
+class GenerationParams(ConfigModel):
+    """Sampling settings sent with every request of the experiment."""
+
+    max_tokens: int = Field(
+        default=256, ge=1, le=131_072, description="Tokens to generate at most per answer (a variant may set its own)."
+    )
+    temperature: DecimalString = Field(default="0", description="Sampling temperature, a decimal string; 0 is greedy.")
+    top_p: FractionString = Field(default="1", description="Nucleus sampling mass, in [0, 1].")
+    stop: list[ShortText] = Field(default_factory=list, max_length=4, description="Stop sequences.")
+    seed: int | None = Field(
+        default=None, ge=0, le=2_147_483_647, description="Sampling seed, where the server honours it."
+    )
+
+
+_CONTROL_RULE = CelRule(
+    rule="!has(self.control) || self.variants.exists(v, v.name == self.control)",
+    message="control must name one of the variants",
+    field_path=".control",
+)
+_PRIMARY_METRIC_RULE = CelRule(
+    rule="self.primaryMetric == 'score' || self.scorers.exists(s, s.name == self.primaryMetric)",
+    message="primaryMetric must be score or the name of a scorer",
+    field_path=".primaryMetric",
+)
+_EXPECTED_RULE = CelRule(
+    rule="!self.scorers.exists(s, s.type in ['exact', 'contains', 'rouge', 'bleu', 'similarity']) "
+    "|| self.dataset.rows.all(r, has(r.expected))",
+    message="exact, contains, rouge, bleu and similarity scorers need expected on every dataset row",
+    field_path=".dataset.rows",
+    reason="FieldValueRequired",
+)
+
+
+class ExperimentConfig(ConfigModel):
+    """A prompt A/B test: every variant answers every row, scorers grade, statistics decide."""
+
+    cel_rules = (_CONTROL_RULE, _PRIMARY_METRIC_RULE, _EXPECTED_RULE)
+
+    variants: list[PromptVariant] = Field(
+        min_length=2, max_length=16, description="The prompts under test, at least two, names unique."
+    )
+    control: Identifier | None = Field(
+        default=None, description="Variant the others are compared with. Default: the first variant."
+    )
+    dataset: ExperimentDataset = Field(description="The test cases.")
+    scorers: list[Scorer] = Field(min_length=1, max_length=16, description="How answers are scored, names unique.")
+    generation: GenerationParams = model_section(GenerationParams, "Sampling settings for every request.")
+    samples: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Answers per variant and row; more samples narrow the intervals when sampling.",
+    )
+    concurrency: int = Field(default=4, ge=1, le=256, description="Requests in flight at once.")
+    alpha: AlphaString = Field(default="0.05", description="Significance level, a decimal string in (0, 1).")
+    correction: Literal["holm", "bonferroni", "none"] = Field(
+        default="holm", description="Multiple-comparison correction across the variant comparisons."
+    )
+    primary_metric: Annotated[str, StringConstraints(max_length=63)] = Field(
+        default="score",
+        description="score (weighted mean of the scorers) or one scorer's name; the winner is decided on it.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        variant_names = [variant.name for variant in self.variants]
+        scorer_names = [scorer.name for scorer in self.scorers]
+        check_unique("variants", variant_names)
+        check_unique("scorers", scorer_names)
+        check(self.control is not None and self.control not in variant_names, _CONTROL_RULE.message)
+        check(self.primary_metric != "score" and self.primary_metric not in scorer_names, _PRIMARY_METRIC_RULE.message)
+        needs_expected = any(scorer.type in REFERENCE_SCORERS for scorer in self.scorers)
+        check(needs_expected and any(row.expected is None for row in self.dataset.rows), _EXPECTED_RULE.message)
+        return self
+
+    def experiment_config(self) -> ExperimentConfig:
+        """Just the experiment definition (drops fields a subclass such as a spec adds)."""
+        return ExperimentConfig.model_validate(self.model_dump(include=set(ExperimentConfig.model_fields)))
+
+
+class RunTarget(ConfigModel):
+    """Where an experiment pod sends its requests: the server resolved, the model named."""
+
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)] | None = Field(
+        default=None,
+        description="Base URL of the OpenAI-compatible API; kubellm experiment --endpoint overrides it.",
+    )
+    model: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None, description="Model name to request. Default: the first model the server lists."
+    )
+    api: Literal["chat", "completions"] = Field(
+        default="chat", description="Send rendered prompts to /v1/chat/completions (chat) or /v1/completions."
+    )
+
+
+class ExperimentRun(ExperimentConfig):
+    """The run document of ``kubellm experiment --config FILE``: the definition, its name and its target."""
+
+    name: Identifier = Field(description="The PromptExperiment's name (the report's title).")
+    target: RunTarget = model_section(RunTarget, "The server and model the variants are sent to.")
+
+
+# --- what the experiment pod reports ------------------------------------------------------------
+
+
+class MetricSummary(ReportModel):
+    """A metric's mean and confidence interval."""
+
+    name: Annotated[str, StringConstraints(max_length=63)] = Field(description="Scorer name, or score.")
+    mean: float = Field(description="Mean over the samples.")
+    ci_low: float | None = Field(default=None, description="Lower end of the confidence interval (level 1 - alpha).")
+    ci_high: float | None = Field(default=None, description="Upper end of the confidence interval.")
+
+
+class VariantResult(ReportModel):
+    """How one variant did."""
+
+    name: Identifier = Field(description="Variant name.")
+    samples: Count = Field(default=0, description="Answers scored.")
+    errors: Count = Field(default=0, description="Requests that failed.")
+    metrics: list[MetricSummary] = Field(
+        default_factory=list, max_length=17, description="score and each scorer's summary."
+    )
+    latency_p50_seconds: float | None = Field(default=None, description="Median request latency.")
+    latency_p95_seconds: float | None = Field(default=None, description="95th percentile request latency.")
+    prompt_tokens: Count | None = Field(default=None, description="Prompt tokens used in total.")
+    completion_tokens: Count | None = Field(default=None, description="Generated tokens in total.")
+    cut_off: Count | None = Field(
+        default=None,
+        description="Answers cut off by the token limit (finish_reason length), which may lack their final answer; "
+        "empty when the server reported no finish reason.",
+    )
+    unextracted: Count | None = Field(
+        default=None,
+        description="Answers in which the variant's extraction (extract, or the chain-of-thought default) found "
+        "no answer; they score as empty answers. Empty for variants that score the whole output.",
+    )
+
+
+class VariantComparison(ReportModel):
+    """A variant against the control on the primary metric."""
+
+    variant: Identifier = Field(description="The variant compared.")
+    control: Identifier = Field(description="The control variant.")
+    metric: Annotated[str, StringConstraints(max_length=63)] = Field(description="The metric compared.")
+    difference: float = Field(description="Variant mean minus control mean.")
+    ci_low: float | None = Field(default=None, description="Lower end of the difference's confidence interval.")
+    ci_high: float | None = Field(default=None, description="Upper end of the difference's confidence interval.")
+    p_value: float | None = Field(default=None, description="Unadjusted p-value.")
+    adjusted_p_value: float | None = Field(
+        default=None, description="p-value after the multiple-comparison correction."
+    )
+    significant: bool = Field(default=False, description="Whether the adjusted p-value is below alpha.")
+    test: ShortText | None = Field(default=None, description="Statistical test used, e.g. welch or paired.")
+
+
+class ExperimentProgress(ReportModel):
+    """How far an experiment run is."""
+
+    completed: Count = Field(default=0, description="Requests answered.")
+    total: Count = Field(default=0, description="Requests planned (variants x rows x samples).")
+    percent: int = Field(default=0, ge=0, le=100, description="Percent done.")
