@@ -90,6 +90,7 @@ def static_batches(model: Any, tokenizer: Any, jobs: Sequence[Job], size: int) -
 
 def load_engine_from(folder: Path) -> Any:
     """kubellm's serving engine on a saved folder, as ``kubellm serve`` loads it (no quantization)."""
+    from kubellm.contract.schema import ModelSource  # noqa: PLC0415
     from kubellm.runtime.serving.engine import load_engine  # noqa: PLC0415
     from kubellm.runtime.serving.settings import ServerSettings  # noqa: PLC0415
 

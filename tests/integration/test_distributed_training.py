@@ -38,6 +38,7 @@ def _run(tmp_path: Path, name: str, processes: int) -> dict[str, Any]:
         "training": {"method": "full", "learningRate": "3e-3", "batchSize": batch, "maxSeqLength": 48,
                      "maxSteps": 20, "checkpointEverySteps": 10, "seed": 7},
     }  # fmt: skip
+    spec["distributed"] = {"processesPerNode": processes}
     config, output = tmp_path / f"{name}.yaml", tmp_path / name
     config.write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "KUBELLM_DDP_BACKEND": "gloo",
@@ -75,7 +76,7 @@ def test_a_failed_data_check_in_two_processes_exits_with_its_own_code(tmp_path: 
     row = json.dumps({"prompt": "Repeat: red\nAnswer:", "response": " red"})
     data.write_text(f"{row}\n" * 40)  # 39 of 40 rows are duplicates: far past maxDroppedPercent
     spec = {"baseModel": {"uri": MODEL}, "dataset": {"uri": f"file://{data}"}, "dataQuality": {"maxDroppedPercent": 30},
-            "training": {"method": "full", "maxSteps": 2}}  # fmt: skip
+            "training": {"method": "full", "maxSteps": 2}, "distributed": {"processesPerNode": 2}}  # fmt: skip
     config = tmp_path / "job.yaml"
     config.write_text(json.dumps(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "KUBELLM_DDP_BACKEND": "gloo",
@@ -139,6 +140,7 @@ def test_two_processes_killed_after_a_checkpoint_resume_from_it(tmp_path: Path) 
                      "maxSteps": 60, "checkpointEverySteps": 10, "seed": 7},
     }  # fmt: skip
     config, output = tmp_path / "job.yaml", tmp_path / "out"
+    spec["distributed"] = {"processesPerNode": 2}
     config.write_text(json.dumps(spec))
 
     first_log = tmp_path / "first.log"

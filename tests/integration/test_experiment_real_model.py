@@ -24,6 +24,7 @@ import yaml
 
 from kubellm.runtime.experiments import command
 from tests.harness.cluster import free_port
+from tests.harness.documents import run_document
 from tests.harness.smollm2 import ConvertedModel
 
 pytestmark = pytest.mark.integration
@@ -79,7 +80,7 @@ def _manifest() -> dict[str, Any]:
 
 def test_the_example_prompts_on_the_real_model(served: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "experiment.yaml"
-    config.write_text(yaml.safe_dump(_manifest()), encoding="utf-8")
+    config.write_text(yaml.safe_dump(run_document(_manifest())), encoding="utf-8")
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     args = parser.parse_args(["--config", str(config), "--endpoint", served, "--output", str(tmp_path / "out")])

@@ -33,6 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from kubellm.runtime.experiments import command
+from tests.harness.documents import run_document
 
 pytestmark = pytest.mark.integration
 
@@ -179,7 +180,7 @@ def _vars(i: int) -> dict[str, str]:
 
 def _write_config(tmp_path: Path, manifest: dict[str, Any]) -> Path:
     path = tmp_path / "experiment.yaml"
-    path.write_text(yaml.safe_dump(manifest), encoding="utf-8")
+    path.write_text(yaml.safe_dump(run_document(manifest)), encoding="utf-8")
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.documents import run_document
 from tests.harness.smollm2 import ConvertedModel
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ def _job(uri: str) -> dict[str, Any]:
 
 def test_a_small_lora_run_on_smollm2_raises_the_held_out_task_score(smollm2: ConvertedModel, tmp_path: Path) -> None:
     config = tmp_path / "ftj.yaml"
-    config.write_text(yaml.safe_dump(_job(smollm2.uri)))
+    config.write_text(yaml.safe_dump(run_document(_job(smollm2.uri))))
     output = tmp_path / "out"
     env = {**os.environ, **smollm2.env(), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     result = subprocess.run(

@@ -156,7 +156,7 @@ def _train_config(folder: Path, name: str, uri: str) -> Path:
         "training": {"method": "full", "maxSteps": 1},
     }
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"apiVersion": "kubellm.io/v1alpha1", "kind": "FineTuneJob", "spec": spec}))
+    path.write_text(yaml.safe_dump(spec))
     return path
 
 

@@ -161,7 +161,7 @@ def test_a_killed_run_resumes_and_ends_at_the_same_step_count(tmp_path: Path) ->
     training = {"method": "full", "learningRate": "1e-3", "epochs": 4, "checkpointEverySteps": 10}
     spec = _spec(_dataset(tmp_path, 320), training)
     config = tmp_path / "job.yaml"
-    config.write_text(yaml.safe_dump({"kind": "FineTuneJob", "metadata": {"name": "resume"}, "spec": spec}))
+    config.write_text(yaml.safe_dump(spec))
     output = tmp_path / "out"
 
     first = _start(config, output)  # preempted without warning: SIGKILL after its first checkpoint

@@ -31,6 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness.documents import run_document
 from tests.reliability.conftest import RecordFigure
 
 KUBELLM = Path(sys.executable).with_name("kubellm")
@@ -161,7 +162,7 @@ def experiment_config(tmp_path: Path, rows: int, concurrency: int) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "experiment.yaml"
     manifest = {"apiVersion": "kubellm.io/v1alpha1", "kind": "PromptExperiment", "metadata": {"name": "faults"}}
-    path.write_text(yaml.safe_dump({**manifest, "spec": spec}))
+    path.write_text(yaml.safe_dump(run_document({**manifest, "spec": spec})))
     return path
 
 

@@ -543,7 +543,7 @@ def token_training(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenTr
         "training": {"method": "full", "maxSteps": 2},
     }
     config = folder / "gated.yaml"
-    config.write_text(yaml.safe_dump({"kind": "FineTuneJob", "metadata": {"name": "gated"}, "spec": spec}))
+    config.write_text(yaml.safe_dump(spec))
     env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "KUBELLM_TERMINATION_LOG": str(folder / "termination")}
     process = subprocess.Popen(
         [str(KUBELLM), "train", "--config", str(config), "--output", str(folder / "out")],

@@ -78,7 +78,7 @@ def _config(tmp_path: Path) -> Path:
         },
     }
     path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump({"kind": "FineTuneJob", "metadata": {"name": "resume"}, "spec": spec}))
+    path.write_text(yaml.safe_dump(spec))
     return path
 
 

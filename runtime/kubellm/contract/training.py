@@ -556,21 +556,23 @@ class FineTuneSections(ConfigModel):
 class TrainingRun(FineTuneSections):
     """The run document of ``kubellm train --config FILE``: the spec's sections, resolved by the operator.
 
-    The operator fills in ``output.pvc.path`` (default: the FineTuneJob's name), and a
-    ``dataAugmentation.modelDeploymentRef`` comes with the ``augmentationServer`` it resolved to.
+    The operator fills in ``output.pvc.path`` (default: the FineTuneJob's name) and replaces a
+    ``dataAugmentation.modelDeploymentRef`` (and its ``model``) by the ``augmentationServer`` it resolved to.
     """
 
     augmentation_server: AugmentationServer | None = Field(
-        default=None, description="The server dataAugmentation.modelDeploymentRef resolved to."
+        default=None,
+        description="The server that generates augmentation rows (what dataAugmentation.modelDeploymentRef resolved "
+        "to). Default: the base model, in-process.",
     )
 
     @model_validator(mode="after")
     def _resolved(self) -> TrainingRun:
         augmentation = self.data_augmentation
         check(
-            augmentation is not None and augmentation.model_deployment_ref is not None and not self.augmentation_server,
-            "dataAugmentation.modelDeploymentRef needs augmentationServer: {url, model} (the operator and kubellm "
-            "run resolve it; by hand, give the server's OpenAI-compatible base URL)",
+            augmentation is not None and augmentation.model_deployment_ref is not None,
+            "dataAugmentation.modelDeploymentRef is resolved by the operator and kubellm run; in a run document, "
+            "give augmentationServer: {url, model} (the server's OpenAI-compatible base URL) instead",
         )
         return self
 

@@ -278,12 +278,12 @@ def test_status_patch_only_holds_changes() -> None:
 
 def test_every_report_section_of_the_finetunejob_status_is_sent_by_the_training_pod() -> None:
     """A status field the runtime fills but does not send would stay empty on a cluster (and locally)."""
+    from kubellm.contract import schema, training  # noqa: PLC0415
     from kubellm.operator.api import finetunejob as ftj_api  # noqa: PLC0415
-    from kubellm.runtime import config  # noqa: PLC0415
     from kubellm.runtime.training.reporting import STATUS_FIELDS  # noqa: PLC0415
 
     runtime_models = {
-        model for model in vars(config).values() if isinstance(model, type) and issubclass(model, config.ReportModel)
+        model for model in vars(training).values() if isinstance(model, type) and issubclass(model, schema.ReportModel)
     }
     reported = {
         field.alias or name

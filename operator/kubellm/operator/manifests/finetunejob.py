@@ -102,12 +102,15 @@ def training_run(owner: Owner, spec: FineTuneJobSpec, augmentation: Augmentation
     """
     sections = {name: getattr(spec, name) for name in FineTuneSections.model_fields}
     output = OutputLocation(pvc=spec.output.pvc.model_copy(update={"path": output_path(owner, spec)}))
-    server = None
-    if spec.data_augmentation is not None and spec.data_augmentation.model_deployment_ref is not None:
+    augmenting, server = spec.data_augmentation, None
+    if augmenting is not None and augmenting.model_deployment_ref is not None:
         if augmentation is None:
             raise ValueError("dataAugmentation.modelDeploymentRef has to be resolved to a server first")
+        # the reference and its model name become the server they resolved to
+        augmenting = augmenting.model_copy(update={"model_deployment_ref": None, "model": None})
         server = augmentation.server
-    return TrainingRun(**{**sections, "output": output}, augmentation_server=server)
+    resolved = {**sections, "output": output, "data_augmentation": augmenting}
+    return TrainingRun(**resolved, augmentation_server=server)
 
 
 def build_training_config_map(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,11 +63,23 @@ def load_run(options: TrainOptions) -> tuple[TrainingRun, Path]:
         raise ConfigError("pass --config FILE, a run document (kubellm run takes FineTuneJob manifests)")
     document = command_settings.read_document(options.config)
     job = command_settings.load_document(TrainingRun, document, str(options.config))
+    _check_processes(job)
     if options.output is not None:
         return job, options.output
     if job.output is None or job.output.pvc.path is None:
         raise ConfigError(f"{options.config}: no output folder: set output.pvc.claimName and path, or pass --output")
     return job, pvc_root() / job.output.pvc.claim_name / job.output.pvc.path
+
+
+def _check_processes(job: TrainingRun) -> None:
+    """The processes started (torchrun's WORLD_SIZE, else one) are the ones the document asks for."""
+    wanted = job.distributed.nodes * job.distributed.processes_per_node
+    started = int(os.environ.get("WORLD_SIZE") or 1)
+    if started != wanted:
+        raise ConfigError(
+            f"distributed asks for {job.distributed.nodes} node(s) x {job.distributed.processes_per_node} "
+            f"process(es) = {wanted}, but {started} started: run it under torchrun with that many (kubellm run does)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

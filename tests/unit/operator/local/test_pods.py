@@ -42,8 +42,6 @@ def test_the_command_is_the_containers_args_with_local_paths(tmp_path: Path, mon
         "train",
         "--config",
         f"{pod.folder}/config/config.yaml",
-        "--output",
-        f"{work.pvc_root}/kubellm-models/smollm2-dates",
     ]
     assert env["KUBELLM_PVC_ROOT"] == str(work.pvc_root)
     assert env["HF_HOME"] == f"{work.cache}/huggingface"

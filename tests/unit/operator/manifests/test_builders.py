@@ -51,9 +51,7 @@ def test_training_job_runs_train_with_the_spec_values(ftj: tuple[Owner, FineTune
     container = _container(job)
     assert job["metadata"]["name"] == "smollm2-dates"
     assert container["image"] == IMAGE
-    assert container["args"] == [
-        "train", "--config", "/etc/kubellm/config.yaml", "--output", "/mnt/pvc/kubellm-models/smollm2-dates",
-    ]  # fmt: skip
+    assert container["args"] == ["train", "--config", "/etc/kubellm/config.yaml"]
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "3Gi"}}
     assert job["spec"]["backoffLimit"] == 3
     assert job["spec"]["activeDeadlineSeconds"] == 3600
@@ -163,7 +161,6 @@ def test_server_deployment_probes_annotations_and_model(mdep_spec: dict[str, Any
     assert mounts["/mnt/pvc/kubellm-models"]["readOnly"] is True
     document = json.loads(modeldeployment.build_server_config_map(owner, spec, SERVED)["data"]["config.yaml"])
     assert document["model"]["uri"] == SERVED.uri
-    assert document["baseModel"] == {"uri": SERVED.base_uri}
     assert document["baseModelName"] == "smollm2-base"  # the adapter's plain base model, served beside it
     assert modeldeployment.served_model_names(owner, spec, SERVED) == ["smollm2", "smollm2-base"]
     plain = modeldeployment.ServedModel(uri="hf://org/model")
@@ -245,10 +242,10 @@ def test_experiment_job_calls_the_target() -> None:
     assert [c["kind"] for c in children] == ["ConfigMap", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"]
     config = ["--config", "/etc/kubellm/config.yaml"]
     output = ["--output", promptexperiment.OUTPUT_DIR]
-    assert _container(job)["args"] == ["experiment", *config, "--endpoint", endpoint, *output]
+    assert _container(job)["args"] == ["experiment", *config, *output]
     assert job["spec"]["activeDeadlineSeconds"] == 1800
     document = json.loads(children[0]["data"]["config.yaml"])
-    assert document["target"] == {"model": "smollm2", "api": "chat"}
+    assert document["target"] == {"url": endpoint, "model": "smollm2", "api": "chat"}
     assert [v["name"] for v in document["variants"]] == ["zero-shot", "few-shot", "chain-of-thought"]
     assert "timeoutSeconds" not in document
 
@@ -326,7 +323,6 @@ def test_several_nodes_make_an_indexed_job_of_torchrun_pods(ftj: tuple[Owner, Fi
     ]  # fmt: skip
     assert args[args.index("-m") + 1 :] == [
         "kubellm.cli", "train", "--config", "/etc/kubellm/config.yaml",
-        "--output", "/mnt/pvc/kubellm-models/smollm2-dates",
     ]  # fmt: skip
     assert _env(container)["KUBELLM_DDP_BACKEND"] == "gloo"
     assert job["spec"]["podFailurePolicy"]["rules"][0]["action"] == "Ignore"

@@ -151,7 +151,7 @@ def test_case_insensitive_regex_by_default() -> None:
 def test_the_command_imports_no_torch_until_similarity_is_used() -> None:
     script = (
         "import sys\n"
-        "from kubellm.contract import Scorer\n"
+        "from kubellm.contract.experiments import Scorer\n"
         "from kubellm.runtime.experiments import command, scorers\n"
         "scorers.check_scorers([Scorer(name='s', type='similarity')])\n"
         "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n"

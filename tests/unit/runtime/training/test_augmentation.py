@@ -357,7 +357,10 @@ def test_the_job_refuses_text_datasets_and_unresolved_references() -> None:
     with pytest.raises(ValidationError, match="cannot augment a textField dataset"):
         TrainingRun.model_validate(text)
     referenced = {**base, "dataset": {"uri": "dummy://chat"}, "dataAugmentation": {"modelDeploymentRef": {"name": "m"}}}
-    with pytest.raises(ValidationError, match="add augmentationServer"):
+    with pytest.raises(ValidationError, match="give augmentationServer"):
         TrainingRun.model_validate(referenced)
     server = {"url": "http://m.ns.svc:80/v1", "model": "m"}
-    assert TrainingRun.model_validate({**referenced, "augmentationServer": server}).augmentation_server is not None
+    with pytest.raises(ValidationError, match="is resolved by the operator"):
+        TrainingRun.model_validate({**referenced, "augmentationServer": server})
+    resolved = {**referenced, "dataAugmentation": {}, "augmentationServer": server}
+    assert TrainingRun.model_validate(resolved).augmentation_server is not None

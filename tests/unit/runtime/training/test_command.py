@@ -36,10 +36,10 @@ def _stderr_line(capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_config_errors_exit_2_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(tmp_path, "spec: [", "--output", str(tmp_path / "out")) == 2
-    assert "invalid YAML at line 1" in _stderr_line(capsys)
+    assert "not valid YAML or JSON at line 1" in _stderr_line(capsys)
     assert not (tmp_path / "out").exists()
     assert _run(tmp_path, SPEC) == 2
-    assert "pass --output DIR" in _stderr_line(capsys)
+    assert "or pass --output" in _stderr_line(capsys)
 
 
 def test_unknown_architecture_exits_2_and_records_the_reason(
