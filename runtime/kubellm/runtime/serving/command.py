@@ -26,7 +26,7 @@ from kubellm.contract.schema import EXIT_BAD_INPUT, EXIT_FAILED
 from kubellm.contract.serving import ServerRun
 from kubellm.runtime import settings as command_settings
 from kubellm.runtime.errors import CommandError, ConfigError, one_line
-from kubellm.runtime.serving.settings import ServeOptions, ServerSettings
+from kubellm.runtime.serving.settings import ServeOptions, ServerProcess, ServerSettings
 
 __all__ = ["add_arguments", "build_settings", "default_torch_threads", "run"]
 
@@ -48,14 +48,9 @@ def build_settings(args: argparse.Namespace) -> ServerSettings:
         limits["maxConcurrent"] = max(limits.get("maxConcurrent", 0), options.max_batch_size)
     source = str(options.config) if options.config is not None else "flags"
     run_document = command_settings.load_document(ServerRun, document, source)
-    return ServerSettings(
-        **dict(run_document),
-        host=options.host,
-        port=options.port,
-        api_keys=options.accepted_keys(),
-        redis_password=options.redis_password,
-        torch_threads=options.torch_threads,
-    )
+    process = options.model_dump(include=set(ServerProcess.model_fields))
+    secrets = {"api_keys": options.accepted_keys(), "redis_password": options.redis_password}
+    return ServerSettings.model_validate({**dict(run_document), **process, **secrets})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,26 +13,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
 from kubellm.contract.serving import SERVER_PORT, Quantization, ServerRun
 from kubellm.runtime.errors import ConfigError
 from kubellm.runtime.settings import CommandOptions, document_option
 
-__all__ = ["DEFAULT_PORT", "ServeOptions", "ServerSettings"]
+__all__ = ["DEFAULT_PORT", "ServeOptions", "ServerProcess", "ServerSettings"]
 
 DEFAULT_PORT = SERVER_PORT
 
 
-class ProcessSettings(CommandOptions):
-    """What the serving process needs besides the run document (no flag for the secrets)."""
+class ServerProcess(BaseModel):
+    """How the server process runs, besides the run document: where it listens, how many threads."""
 
     host: str = Field(default="0.0.0.0", description="Address to listen on (a pod serves on every interface).")
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65_535, description="Port to listen on.")
     torch_threads: int | None = Field(
         default=None, ge=1, le=1024, description="CPU threads for torch. Default: the cores available minus one."
     )
+
+
+class ServeOptions(CommandOptions, ServerProcess):
+    """``kubellm serve``'s flags (the document, overrides of its fields, the process) and secrets (environment)."""
+
     log_level: str = Field(default="info", description="Log level of the server's JSON logs.")
     api_keys: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(),
@@ -55,10 +60,6 @@ class ProcessSettings(CommandOptions):
     def accepted_keys(self) -> tuple[str, ...]:
         """Every accepted bearer token, from both variables."""
         return tuple(dict.fromkeys([*self.api_keys, *([self.api_key] if self.api_key else [])]))
-
-
-class ServeOptions(ProcessSettings):
-    """``kubellm serve``'s flags: the run document, overrides of its fields, the process settings."""
 
     config: Path | None = Field(
         default=None, description="Run document (the ModelDeployment's ConfigMap, /etc/kubellm/config.yaml)."
@@ -100,15 +101,10 @@ class ServeOptions(ProcessSettings):
         return adapters
 
 
-class ServerSettings(ServerRun):
-    """Everything one model server needs: the run document plus the process settings."""
+class ServerSettings(ServerRun, ServerProcess):
+    """Everything one model server needs: the run document, the process settings and the secrets."""
 
-    host: str = "0.0.0.0"  # a pod serves on every interface
-    port: int = Field(default=DEFAULT_PORT, ge=1, le=65_535)
     api_keys: tuple[str, ...] = Field(default=(), repr=False, description="Accepted bearer tokens; empty: open.")
     redis_password: str | None = Field(default=None, repr=False)
     device: str | None = Field(default=None, description="torch device; default cuda when visible, else cpu.")
-    torch_threads: int | None = Field(
-        default=None, ge=1, le=1024, description="CPU threads for torch; default: the cores available minus one."
-    )
     memory_cache_entries: int = Field(default=1024, ge=0, description="Size of the in-process cache without Redis.")
