@@ -10,7 +10,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = [
     "Check",
@@ -47,6 +47,10 @@ class Target:
         """Whether ``value`` reaches the bound."""
         return value >= self.bound if self.at_least else value <= self.bound
 
+    def margin(self, value: float) -> float:
+        """How far ``value`` is past the bound (positive) or short of it (negative), in the bound's unit."""
+        return value - self.bound if self.at_least else self.bound - value
+
     def text(self, unit: str) -> str:
         """``>= 1.5x`` / ``<= 2 ms``."""
         return f"{'>=' if self.at_least else '<='} {format_number(self.bound)}{_spaced(unit)}"
@@ -73,6 +77,13 @@ class Check:
         if self.target is None or self.value is None or math.isnan(self.value):
             return None
         return self.target.met(self.value)
+
+    @property
+    def margin(self) -> float | None:
+        """Past the target (positive) or short of it (negative), in the figure's unit; None without both."""
+        if self.target is None or self.value is None or math.isnan(self.value):
+            return None
+        return self.target.margin(self.value)
 
     def sentence(self) -> str:
         """Where kubellm stands on this figure, in one sentence."""
@@ -102,13 +113,18 @@ class Table:
 
 @dataclass
 class Plot:
-    """A grouped bar chart: one bar series per label, one group per category."""
+    """A grouped bar chart (one bar series per label, one group per category), or one line per label.
+
+    ``lines`` are horizontal reference lines (a limit, a target), drawn with their labels.
+    """
 
     title: str
     ylabel: str
     categories: list[str]
     series: dict[str, list[float | None]]
     log_scale: bool = False
+    kind: Literal["bar", "line"] = "bar"
+    lines: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +145,14 @@ class FamilyResult:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dictionary (NaN becomes None)."""
         return dict(_clean(asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FamilyResult:
+        """The result :meth:`to_json` wrote (an earlier run's family, kept when a run measures only some)."""
+        checks = [Check(**{**c, "target": Target(**c["target"]) if c["target"] else None}) for c in data["checks"]]
+        tables = [Table(**table) for table in data["tables"]]
+        plots = [Plot(**plot) for plot in data["plots"]]
+        return cls(**{**data, "tables": tables, "checks": checks, "plots": plots})
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
