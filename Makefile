@@ -10,7 +10,7 @@ EXTRAS ?= operator,runtime,dev
 PYTEST_ARGS ?=
 
 .PHONY: quickstart test setup system-deps cluster-binaries cluster-up cluster-down \
-        lint typecheck imports unit integration reliability bench audit crds chart-files argocd-health kind-up images kind-load deploy e2e clean
+        lint typecheck imports unit integration reliability bench bench-deps audit crds chart-files argocd-health kind-up images kind-load deploy e2e clean
 
 quickstart: setup
 	$(VENV)/bin/kubellm run -f examples/
@@ -66,8 +66,14 @@ reliability: setup system-deps cluster-binaries
 
 # Every benchmark, side by side with its peers, in one run: benchmarks/results/{results.json,README.md,*.png}.
 # Not part of `make test` (minutes of CPU; ratios only mean something on a quiet machine).
-bench: setup system-deps cluster-binaries
+# BENCH_ARGS="--only real" runs one family (the others keep their figures); "--quick" is a smoke run.
+bench: setup system-deps cluster-binaries bench-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# The benchmarks' own extras (pyproject's `bench` group: llama.cpp's server), installed only when missing:
+# the first install builds llama.cpp from source (many minutes on few cores).
+bench-deps: setup
+	@$(PY) -c "import llama_cpp.server.app" 2>/dev/null || $(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
 
 # Known vulnerabilities in the installed dependencies (needs the vulnerability service; --strict fails
 # when a package could not be checked, rather than passing without data).
