@@ -91,3 +91,4 @@ def test_operator_recovers_from_an_api_server_and_etcd_restart(
            ok=recovery < 60)  # fmt: skip
     assert alive, tail
     assert healthy == 200
+    assert recovery < 60
