@@ -114,8 +114,10 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
 
     cluster.kubectl("apply", "-n", ns, "-f", str(EXAMPLES / "promptexperiment.yaml"))
     experiment_job = wait_for("the experiment Job", lambda: _get(cluster, ns, "job/prompt-styles"), timeout=60)
-    assert "--endpoint" in _container(experiment_job)["args"]
-    assert f"http://smollm2.{ns}.svc:80/v1" in _container(experiment_job)["args"]
+    assert _container(experiment_job)["args"] == ["experiment", "--config", "/etc/kubellm/config.yaml", "--output",
+                                                  "/tmp/kubellm-experiment"]  # fmt: skip
+    experiment_config = json.loads(get_json(cluster, "-n", ns, "cm/prompt-styles-config")["data"]["config.yaml"])
+    assert experiment_config["target"] == {"url": f"http://smollm2.{ns}.svc:80/v1", "model": "smollm2", "api": "chat"}
     # The runtime's side: write the result into the report ConfigMap.
     patch = json.dumps({"data": {"result.json": json.dumps(RESULT), "report.md": "# prompt-styles\n"}})
     cluster.kubectl("patch", "-n", ns, "cm/prompt-styles-report", "--type=merge", "-p", patch)
