@@ -329,7 +329,9 @@ class VariantComparison(ReportModel):
         default=None, description="p-value after the multiple-comparison correction."
     )
     significant: bool = Field(default=False, description="Whether the adjusted p-value is below alpha.")
-    test: ShortText | None = Field(default=None, description="Statistical test used, e.g. welch or paired.")
+    test: ShortText | None = Field(
+        default=None, description="The test behind pValue: mcnemar-mid-p (pass/fail rows) or paired-t."
+    )
 
 
 class ExperimentProgress(ReportModel):

@@ -30,7 +30,7 @@ from kubellm.contract.schema import Identifier, ReportModel
 
 from .runner import RequestKey, RequestRecord
 from .scorers import COMBINED_SCORE, Answers, combined_score, score_answers
-from .statistics import TEST_NAME, Comparison, Verdict, compare_with_control, mean_interval
+from .statistics import Comparison, Verdict, compare_with_control, mean_interval
 from .templates import VariantTemplate
 
 __all__ = ["ExperimentResult", "ScoreTable", "analyse", "decide", "score_requests"]
@@ -150,7 +150,7 @@ def _comparison(comparison: Comparison) -> VariantComparison:
         p_value=test.p_value,
         adjusted_p_value=comparison.adjusted_p_value,
         significant=comparison.significant,
-        test=TEST_NAME,
+        test=test.name,
     )
 
 

@@ -90,7 +90,7 @@ def test_the_status_payload() -> None:
     assert [m.name for m in plain.metrics] == ["score", "exact", "latency"]
     assert reasoned.latency_p50_seconds == pytest.approx(0.4)
     [comparison] = result.comparisons
-    assert comparison.variant == "reasoned" and comparison.control == "plain" and comparison.test == "paired-t"
+    assert comparison.variant == "reasoned" and comparison.control == "plain" and comparison.test == "mcnemar-mid-p"
     assert comparison.significant and comparison.ci_low is not None and comparison.ci_low > 0
 
 

@@ -10,11 +10,15 @@ import pytest
 from scipy import stats
 
 from kubellm.runtime.experiments.statistics import (
+    MCNEMAR_MID_P,
+    PAIRED_T,
     Correction,
     adjust_p_values,
     compare_with_control,
+    mcnemar_mid_p,
     mean_interval,
     paired_t_test,
+    paired_test,
     wilson_interval,
 )
 
@@ -94,6 +98,38 @@ def test_paired_t_test_handles_constant_differences() -> None:
     shifted = paired_t_test([1.0] * 8, [0.0] * 8, 0.95)
     assert shifted.p_value == pytest.approx(2 * 0.5**8)
     assert paired_t_test([1.0], [0.0], 0.95).p_value is None
+
+
+def test_pass_fail_rows_get_the_mid_p_mcnemar_test() -> None:
+    # 10 rows only the variant passes, 2 only the control passes, 8 both pass, 4 neither
+    variant = np.array([1.0] * 10 + [0.0] * 2 + [1.0] * 8 + [0.0] * 4)
+    control = np.array([0.0] * 10 + [1.0] * 2 + [1.0] * 8 + [0.0] * 4)
+    test = paired_test(variant, control, 0.95)
+    expected = 2 * (stats.binom.cdf(2, 12, 0.5) - 0.5 * stats.binom.pmf(2, 12, 0.5))
+    assert (test.name, test.n) == (MCNEMAR_MID_P, 24)
+    assert test.p_value == pytest.approx(expected)  # 0.0225; the exact binomial test says 0.0386
+    assert test.p_value < stats.binomtest(2, 12, 0.5).pvalue
+    assert test.difference == pytest.approx(8 / 24)
+    assert mcnemar_mid_p(0, 0) == 1.0
+    assert mcnemar_mid_p(3, 3) == pytest.approx(1.0)  # balanced discordant rows: no evidence either way
+    graded = paired_test(variant * 0.5 + 0.25, control, 0.95)
+    assert graded.name == PAIRED_T
+
+
+def test_mid_p_keeps_the_aa_rate_near_alpha_where_the_exact_test_is_conservative() -> None:
+    """At 50 pass/fail rows the exact McNemar test rejects far less often than alpha; mid-p does not."""
+    rng = np.random.default_rng(11)
+    difficulty = rng.uniform(0.1, 0.9, size=(2000, 1, 50))
+    passes = (rng.random((2000, 2, 50)) < difficulty).astype(float)
+    only_a = np.sum((passes[:, 0] == 1) & (passes[:, 1] == 0), axis=-1)
+    only_b = np.sum((passes[:, 0] == 0) & (passes[:, 1] == 1), axis=-1)
+    mid_p = np.array([mcnemar_mid_p(int(a), int(b)) for a, b in zip(only_a, only_b, strict=True)])
+    exact = np.array([stats.binomtest(int(a), int(a + b), 0.5).pvalue if a + b else 1.0
+                      for a, b in zip(only_a, only_b, strict=True)])  # fmt: skip
+    mid_rate, exact_rate = float(np.mean(mid_p < ALPHA)), float(np.mean(exact < ALPHA))
+    print(f"\n[A/A] 2000 experiments, 50 pass/fail rows: mid-p McNemar {mid_rate:.3f}, exact {exact_rate:.3f}")
+    assert abs(mid_rate - ALPHA) <= 0.02
+    assert exact_rate < ALPHA - 0.015
 
 
 def test_holm_matches_the_worked_example() -> None:
@@ -216,8 +252,9 @@ def _false_positive_rate(scores: npt.NDArray[np.float64], correction: Correction
 def test_aa_experiments_declare_a_winner_at_rate_alpha(kind: str, samples: int) -> None:
     scores = _aa_scores(np.random.default_rng(2024), variants=2, kind=kind, samples=samples)
     winner_rate, _ = _false_positive_rate(scores, "holm")
+    test = "McNemar mid-p" if kind == "exact" and samples == 1 else "paired t"
     print(
-        f"\n[A/A] {EXPERIMENTS} experiments, 2 identical variants, {kind} scores: false-positive rate "
+        f"\n[A/A] {EXPERIMENTS} experiments, 2 identical variants, {kind} scores ({test}): false-positive rate "
         f"{winner_rate:.3f} at alpha {ALPHA}"
     )
     assert abs(winner_rate - ALPHA) <= 0.02
