@@ -108,7 +108,7 @@ def test_pass_fail_rows_get_the_mid_p_mcnemar_test() -> None:
     expected = 2 * (stats.binom.cdf(2, 12, 0.5) - 0.5 * stats.binom.pmf(2, 12, 0.5))
     assert (test.name, test.n) == (MCNEMAR_MID_P, 24)
     assert test.p_value == pytest.approx(expected)  # 0.0225; the exact binomial test says 0.0386
-    assert test.p_value < stats.binomtest(2, 12, 0.5).pvalue
+    assert test.p_value is not None and test.p_value < stats.binomtest(2, 12, 0.5).pvalue
     assert test.difference == pytest.approx(8 / 24)
     assert mcnemar_mid_p(0, 0) == 1.0
     assert mcnemar_mid_p(3, 3) == pytest.approx(1.0)  # balanced discordant rows: no evidence either way
