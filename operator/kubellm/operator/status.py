@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from kubellm.contract.experiments import PowerReport
 from kubellm.operator.api import finetunejob as ftj
 from kubellm.operator.api import modeldeployment as mdep
 from kubellm.operator.api import promptexperiment as pexp
@@ -372,6 +373,17 @@ def _pexp_conditions(
     ]
 
 
+def _power_condition(power: PowerReport | None) -> ConditionSpec | None:
+    """Degraded when the run had fewer rows than spec.minDetectableEffect needs."""
+    if power is None or not power.underpowered:
+        return None
+    message = (
+        f"{power.rows} rows, {power.rows_needed} needed to detect a difference of {power.min_detectable_effect} "
+        f"with {float(power.power):.0%} power: a missing winner proves little; add rows or accept a larger effect"
+    )
+    return ConditionSpec(CONDITION_DEGRADED, "True", pexp.REASON_UNDERPOWERED, message)
+
+
 def promptexperiment_waiting(
     previous: pexp.PromptExperimentStatus, generation: int, message: str, at: datetime
 ) -> pexp.PromptExperimentStatus:
@@ -391,7 +403,8 @@ def _pexp_outcome(
 ) -> tuple[str, list[ConditionSpec]]:
     if result is not None:
         reason = pexp.REASON_WINNER_DECLARED if result.winner else pexp.REASON_NO_SIGNIFICANT_DIFFERENCE
-        return "Succeeded", _pexp_conditions("True", reason, result.summary or "results are final", False, False)
+        conditions = _pexp_conditions("True", reason, result.summary or "results are final", False, False)
+        return "Succeeded", [*conditions[:2], _power_condition(result.power) or conditions[2]]
     phase, job_reason, message = job_outcome(job)
     if phase == "Succeeded":
         message = f"the run finished without writing result.json to ConfigMap {report_name}"
@@ -432,5 +445,6 @@ def promptexperiment_status(
         comparisons=final.comparisons,
         winner=final.winner,
         summary=final.summary,
+        power=final.power,
         report_config_map=report_name,
     )

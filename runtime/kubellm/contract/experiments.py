@@ -38,6 +38,7 @@ __all__ = [
     "FewShotExample",
     "GenerationParams",
     "MetricSummary",
+    "PowerReport",
     "PromptVariant",
     "RunTarget",
     "Scorer",
@@ -234,6 +235,13 @@ class ExperimentConfig(ConfigModel):
     correction: Literal["holm", "bonferroni", "none"] = Field(
         default="holm", description="Multiple-comparison correction across the variant comparisons."
     )
+    min_detectable_effect: DecimalString | None = Field(
+        default=None,
+        description='The smallest difference on the primary metric worth finding, e.g. "0.05" (5 points of a 0-1 '
+        "score). The run then reports the rows each comparison needs to detect it with 80% power at alpha (after "
+        "the correction), and is marked underpowered (status.power; condition Degraded, reason Underpowered) when "
+        "it has fewer. Default: no power estimate.",
+    )
     primary_metric: Annotated[str, StringConstraints(max_length=63)] = Field(
         default="score",
         description="score (weighted mean of the scorers) or one scorer's name; the winner is decided on it.",
@@ -340,3 +348,17 @@ class ExperimentProgress(ReportModel):
     completed: Count = Field(default=0, description="Requests answered.")
     total: Count = Field(default=0, description="Requests planned (variants x rows x samples).")
     percent: int = Field(default=0, ge=0, le=100, description="Percent done.")
+
+
+class PowerReport(ReportModel):
+    """Whether the run had enough rows to find the smallest difference the spec cares about."""
+
+    min_detectable_effect: ShortText = Field(description="The spec's minDetectableEffect, on the primary metric.")
+    power: ShortText = Field(default="0.8", description="The chance of detecting that difference the estimate is for.")
+    rows: Count = Field(description="Rows the comparisons had (the fewest of any comparison).")
+    rows_needed: Count | None = Field(
+        default=None,
+        description="Rows the comparison that needs the most would need; empty when the rows gave no spread "
+        "to estimate from.",
+    )
+    underpowered: bool = Field(description="Fewer rows than needed: a missing winner proves little.")

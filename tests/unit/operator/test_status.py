@@ -248,6 +248,24 @@ def test_promptexperiment_copies_the_result() -> None:
     assert _types(status)["Ready"] == ("True", pexp.REASON_WINNER_DECLARED)
 
 
+def test_an_underpowered_experiment_is_degraded_and_says_by_how_much() -> None:
+    power = {"minDetectableEffect": "0.05", "power": "0.8", "rows": 30, "rowsNeeded": 212, "underpowered": True}
+    report = {"result.json": json.dumps({**RESULT, "winner": None, "power": power})}
+    status = promptexperiment_status(
+        pexp.PromptExperimentStatus(), 1, job=_job("Complete"), report_data=report, report_name="e-report", at=T0
+    )
+    assert status.power is not None and status.power.rows_needed == 212
+    assert _types(status)["Ready"] == ("True", pexp.REASON_NO_SIGNIFICANT_DIFFERENCE)
+    assert _types(status)["Degraded"] == ("True", pexp.REASON_UNDERPOWERED)
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert "30 rows, 212 needed to detect a difference of 0.05 with 80% power" in degraded.message
+    enough = {"result.json": json.dumps({**RESULT, "power": {**power, "rows": 300, "underpowered": False}})}
+    powered = promptexperiment_status(
+        pexp.PromptExperimentStatus(), 1, job=_job("Complete"), report_data=enough, report_name="e-report", at=T0
+    )
+    assert _types(powered)["Degraded"][0] == "False"
+
+
 def test_promptexperiment_running_waiting_and_missing_result() -> None:
     progress = {"status.json": json.dumps({"progress": {"completed": 6, "total": 24, "percent": 25}})}
     running = promptexperiment_status(

@@ -19,7 +19,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from kubellm.contract.experiments import ExperimentConfig, ExperimentProgress, VariantComparison, VariantResult
+from kubellm.contract.experiments import (
+    ExperimentConfig,
+    ExperimentProgress,
+    PowerReport,
+    VariantComparison,
+    VariantResult,
+)
 from kubellm.contract.schema import Identifier
 from kubellm.operator.api.common import (
     AGE_COLUMN,
@@ -47,6 +53,7 @@ __all__ = [
     "REASON_NO_SIGNIFICANT_DIFFERENCE",
     "REASON_RUNNING",
     "REASON_RUN_FAILED",
+    "REASON_UNDERPOWERED",
     "REASON_WAITING_FOR_TARGET",
     "REASON_WINNER_DECLARED",
     "SHORT_NAMES",
@@ -69,6 +76,8 @@ REASON_NO_SIGNIFICANT_DIFFERENCE = "NoSignificantDifference"
 REASON_COMPLETED = "Completed"
 REASON_RUN_FAILED = "RunFailed"
 REASON_INVALID_INPUT = "InvalidInput"
+REASON_UNDERPOWERED = "Underpowered"
+"""Degraded: fewer rows than spec.minDetectableEffect needs; the verdict stands, but a missing winner proves little."""
 
 Phase = Literal["Pending", "WaitingForTarget", "Running", "Succeeded", "Failed"]
 
@@ -135,6 +144,9 @@ class PromptExperimentStatus(StatusBase):
     )
     summary: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         default=None, description="One-line conclusion, e.g. few-shot beats zero-shot on score by 0.12 (p=0.003)."
+    )
+    power: PowerReport | None = Field(
+        default=None, description="Rows the run had against the rows spec.minDetectableEffect needs."
     )
     report_config_map: Annotated[str, StringConstraints(max_length=253)] | None = Field(
         default=None, description="ConfigMap holding the full report (JSON and Markdown)."

@@ -24,7 +24,7 @@ from kubellm.runtime.reporting import Reporter, ThrottledStatus, reporter_from_e
 
 from .dataset import load_rows
 from .experiment import RunSettings, run_experiment
-from .report import REPORT_FILE, RESULT_FILE, answer_notes, variant_table
+from .report import REPORT_FILE, RESULT_FILE, answer_notes, power_note, variant_table
 from .results import ExperimentResult
 from .runner import REQUESTS_FILE
 from .spec import ExperimentOptions, load_experiment, resolve_endpoint
@@ -70,7 +70,7 @@ def _publish_outcome(reporter: Reporter, settings: RunSettings) -> None:
 
 def _print_outcome(job: ExperimentRun, result: ExperimentResult, settings: RunSettings) -> None:
     print(variant_table(job, result))
-    for note in answer_notes(job, result):
+    for note in [*answer_notes(job, result), *filter(None, [power_note(job, result)])]:
         print(f"note: {note}")
     print()
     print(f"{'winner: ' + result.winner if result.winner else 'no winner'} — {result.summary}")

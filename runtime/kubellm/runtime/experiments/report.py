@@ -187,6 +187,21 @@ def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path) 
     return True
 
 
+def power_note(config: ExperimentConfig, result: ExperimentResult) -> str | None:
+    """One line on the rows the run had against the rows ``minDetectableEffect`` needs, if the spec asks."""
+    power = result.power
+    if power is None:
+        return None
+    effect = f"a difference of {power.min_detectable_effect} on {config.primary_metric}"
+    if power.rows_needed is None:
+        return f"power: {power.rows} rows; the rows gave no spread to estimate the rows needed for {effect}"
+    verdict = "underpowered: a missing winner proves little" if power.underpowered else "enough rows"
+    return (
+        f"power: {power.rows} rows, {power.rows_needed} needed to detect {effect} with {float(power.power):.0%} "
+        f"power ({verdict})"
+    )
+
+
 def _bullets(notes: Sequence[str]) -> list[str]:
     return [*(f"- {note}" for note in notes), ""] if notes else []
 
@@ -196,7 +211,8 @@ def _method(config: ExperimentConfig) -> str:
     return (
         "Each dataset row is one unit: a variant's value on a row is the mean over its samples. "
         f"Means carry {100 * (1 - float(config.alpha)):g}% intervals (Wilson for 0/1 rates, BCa bootstrap "
-        "otherwise). Each variant is compared with the control by a paired t-test on the row differences, "
+        "otherwise). Each variant is compared with the control on the rows: McNemar's mid-p test when every "
+        "row value is pass/fail, else a paired t-test on the row differences, "
         f"with {correction} correction across the comparisons; a winner is declared only when it is "
         f"significantly best at alpha {config.alpha}. A failed request scores 0 on every quality scorer, "
         "and so does an answer from which the variant's extraction found no answer ('no answer'); "
@@ -223,7 +239,7 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
         "",
         variant_table(config, result),
         "",
-        *_bullets(answer_notes(config, result)),
+        *_bullets([*answer_notes(config, result), *filter(None, [power_note(config, result)])]),
         "## Comparisons with the control",
         "",
         comparison_table(result),

@@ -23,6 +23,7 @@ from kubellm.contract.experiments import (
     ExperimentConfig,
     ExperimentProgress,
     MetricSummary,
+    PowerReport,
     VariantComparison,
     VariantResult,
 )
@@ -30,7 +31,7 @@ from kubellm.contract.schema import Identifier, ReportModel
 
 from .runner import RequestKey, RequestRecord
 from .scorers import COMBINED_SCORE, Answers, combined_score, score_answers
-from .statistics import Comparison, Verdict, compare_with_control, mean_interval
+from .statistics import POWER, Comparison, Verdict, compare_with_control, mean_interval, rows_needed
 from .templates import VariantTemplate
 
 __all__ = ["ExperimentResult", "ScoreTable", "analyse", "decide", "score_requests"]
@@ -50,6 +51,7 @@ class ExperimentResult(ReportModel):
     summary: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         default=None, description="One-line conclusion."
     )
+    power: PowerReport | None = Field(default=None, description="Rows needed for spec.minDetectableEffect.")
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,31 @@ def decide(config: ExperimentConfig, table: ScoreTable) -> Verdict:
     )
 
 
+def power_report(config: ExperimentConfig, table: ScoreTable) -> PowerReport | None:
+    """Rows needed to detect ``minDetectableEffect`` on the primary metric, per comparison at its corrected alpha."""
+    if config.min_detectable_effect is None:
+        return None
+    metric, control = config.primary_metric, config.control or table.variants[0]
+    others = [name for name in table.variants if name != control]
+    alpha = float(Decimal(config.alpha)) / (1 if config.correction == "none" else max(len(others), 1))
+    effect = float(Decimal(config.min_detectable_effect))
+    reference = table.row_values(metric, control)
+    needed, rows = [], []
+    for name in others:
+        differences = table.row_values(metric, name) - reference
+        rows.append(int(np.sum(np.isfinite(differences))))
+        needed.append(rows_needed(differences, effect, alpha))
+    known = [n for n in needed if n is not None]
+    most, fewest = (max(known) if known else None), (min(rows) if rows else 0)
+    return PowerReport(
+        min_detectable_effect=config.min_detectable_effect,
+        power=f"{POWER:g}",
+        rows=fewest,
+        rows_needed=most,
+        underpowered=most is not None and fewest < most,
+    )
+
+
 def analyse(
     config: ExperimentConfig,
     table: ScoreTable,
@@ -180,7 +207,9 @@ def analyse(
     for record in records.values():
         by_variant[record.variant].append(record)
     verdict = decide(config, table)
+    power = power_report(config, table)
     return ExperimentResult(
+        power=power,
         progress=progress,
         results=[_variant_result(table, name, by_variant[name], alpha) for name in table.variants],
         comparisons=[_comparison(item) for item in verdict.comparisons],

@@ -40,6 +40,7 @@ __all__ = [
     "BOOTSTRAP_SEED",
     "MCNEMAR_MID_P",
     "PAIRED_T",
+    "POWER",
     "Comparison",
     "Correction",
     "Interval",
@@ -52,6 +53,7 @@ __all__ = [
     "mean_interval",
     "paired_t_test",
     "paired_test",
+    "rows_needed",
     "wilson_interval",
 ]
 
@@ -60,6 +62,8 @@ FloatArray = npt.NDArray[np.float64]
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 20_240_601
+POWER = 0.8
+"""The chance of detecting ``minDetectableEffect`` a power estimate is for."""
 PAIRED_T = "paired-t"
 MCNEMAR_MID_P = "mcnemar-mid-p"
 _DECIMALS = 12  # differences below this are rounding noise, not signal
@@ -204,6 +208,22 @@ def paired_test(variant: npt.ArrayLike, control: npt.ArrayLike, confidence: floa
         return t_test
     p_value = mcnemar_mid_p(int(np.sum((a == 1.0) & (b == 0.0))), int(np.sum((a == 0.0) & (b == 1.0))))
     return replace(t_test, p_value=p_value, name=MCNEMAR_MID_P)
+
+
+def rows_needed(differences: npt.ArrayLike, effect: float, alpha: float, power: float = POWER) -> int | None:
+    """Rows a paired test at two-sided level ``alpha`` needs to detect a mean difference of ``effect``.
+
+    The normal approximation ``((z(1 - alpha/2) + z(power)) * sd / effect)^2``, with the standard
+    deviation of the observed per-row differences; ``None`` when they have no spread to go by.
+    """
+    data = _finite(differences)
+    if data.size < 2 or effect <= 0.0:
+        return None
+    if np.ptp(np.round(data, _DECIMALS)) == 0.0:
+        return None
+    spread = float(np.std(data, ddof=1))
+    z = stats.norm.ppf(1.0 - alpha / 2.0) + stats.norm.ppf(power)
+    return math.ceil((z * spread / effect) ** 2)
 
 
 def adjust_p_values(p_values: npt.ArrayLike, method: Correction) -> FloatArray:

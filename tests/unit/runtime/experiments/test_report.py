@@ -14,6 +14,7 @@ from kubellm.contract.experiments import ExperimentConfig, ExperimentProgress
 from kubellm.runtime.experiments.report import (
     ReportContext,
     answer_notes,
+    power_note,
     variant_table,
     write_chart,
     write_report,
@@ -92,6 +93,23 @@ def test_the_status_payload() -> None:
     [comparison] = result.comparisons
     assert comparison.variant == "reasoned" and comparison.control == "plain" and comparison.test == "mcnemar-mid-p"
     assert comparison.significant and comparison.ci_low is not None and comparison.ci_low > 0
+
+
+def test_power_is_reported_only_when_the_spec_asks_and_against_the_corrected_alpha() -> None:
+    assert _result(_config()).power is None
+    small = _config().model_copy(update={"min_detectable_effect": "0.05"})
+    power = _result(small).power
+    assert power is not None and power.rows == ROWS and power.rows_needed is not None
+    assert power.underpowered and power.rows_needed > ROWS
+    large = _result(_config().model_copy(update={"min_detectable_effect": "0.9"})).power
+    assert large is not None and large.rows_needed is not None and not large.underpowered
+    assert large.rows_needed <= ROWS
+    notes = power_note(small, _result(small))
+    assert (
+        notes is not None
+        and notes.startswith(f"power: {ROWS} rows, {power.rows_needed} needed")
+        and "underpowered" in notes
+    )
 
 
 def test_files(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from kubellm.runtime.experiments.statistics import (
     mean_interval,
     paired_t_test,
     paired_test,
+    rows_needed,
     wilson_interval,
 )
 
@@ -130,6 +131,23 @@ def test_mid_p_keeps_the_aa_rate_near_alpha_where_the_exact_test_is_conservative
     print(f"\n[A/A] 2000 experiments, 50 pass/fail rows: mid-p McNemar {mid_rate:.3f}, exact {exact_rate:.3f}")
     assert abs(mid_rate - ALPHA) <= 0.02
     assert exact_rate < ALPHA - 0.015
+
+
+def test_rows_needed_gives_the_power_it_promises() -> None:
+    """Experiments of the estimated size, with the effect just as large as asked, detect it about 80% of the time."""
+    rng = np.random.default_rng(5)
+    spread, effect = 0.4, 0.1
+    pilot = rng.normal(effect, spread, size=5000)
+    needed = rows_needed(pilot, effect, ALPHA)
+    assert needed is not None
+    z = stats.norm.ppf(1 - ALPHA / 2) + stats.norm.ppf(0.8)
+    assert needed == pytest.approx((z * spread / effect) ** 2, rel=0.05)  # about 126 rows
+    differences = rng.normal(effect, spread, size=(2000, needed))
+    power = float(np.mean(stats.ttest_1samp(differences, 0.0, axis=-1).pvalue < ALPHA))
+    print(f"\n[power] {needed} rows for an effect of {effect} (sd {spread}): detected in {power:.3f} of 2000 runs")
+    assert abs(power - 0.8) <= 0.03
+    assert rows_needed([0.2, 0.2, 0.2], effect, ALPHA) is None  # no spread to go by
+    assert rows_needed([0.1], effect, ALPHA) is None
 
 
 def test_holm_matches_the_worked_example() -> None:
