@@ -3,8 +3,9 @@
 ``report.md`` holds the verdict, a per-variant table (means with intervals, success rate, answers
 cut off by the token limit, answers without an extractable answer, latency, tokens), notes on
 those counts, the comparisons with the control and how the numbers were computed;
-``scores.png`` charts the primary metric with its interval per variant when matplotlib is
-installed (it is optional: without it the report says so and everything else is written).
+``scores.png`` charts the primary metric with its interval per variant, and ``scores-<metric>.png``
+each other metric, when matplotlib is installed (it is optional: without it the report says so
+and everything else is written).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "RESULT_FILE",
     "ReportContext",
     "answer_notes",
+    "chart_files",
     "comparison_table",
     "variant_table",
     "write_chart",
@@ -157,8 +159,14 @@ def comparison_table(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
-def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path) -> bool:
-    """Chart the primary metric per variant with its interval; False when matplotlib is missing."""
+def chart_files(config: ExperimentConfig, result: ExperimentResult) -> dict[str, str]:
+    """Metric -> chart file: ``scores.png`` for the primary metric, ``scores-<metric>.png`` for each other one."""
+    metrics = [config.primary_metric, *(m.name for m in (result.results[0].metrics if result.results else []))]
+    return {m: CHART_FILE if m == config.primary_metric else f"scores-{m}.png" for m in dict.fromkeys(metrics)}
+
+
+def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path, metric: str | None = None) -> bool:
+    """Chart ``metric`` (the primary one by default) per variant with its interval; False without matplotlib."""
     try:
         import matplotlib  # noqa: PLC0415 - optional dependency
 
@@ -166,7 +174,7 @@ def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path) 
         from matplotlib import pyplot  # noqa: PLC0415
     except ImportError:
         return False
-    metric, control = config.primary_metric, config.control or config.variants[0].name
+    metric, control = metric or config.primary_metric, config.control or config.variants[0].name
     names, means, below, above = [], [], [], []
     for item in result.results:
         summary = _metric(item, metric)
@@ -180,7 +188,7 @@ def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path) 
     colours = ["tab:green" if name.split("\n")[0] == result.winner else "tab:blue" for name in names]
     axes.bar(names, means, yerr=[below, above], capsize=6, color=colours)
     axes.set_ylabel(f"{metric} (mean, {100 * (1 - float(config.alpha)):g}% CI)")
-    axes.set_title(result.summary or metric, fontsize=8, wrap=True)
+    axes.set_title((result.summary or metric) if metric == config.primary_metric else metric, fontsize=8, wrap=True)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
@@ -223,7 +231,8 @@ def _method(config: ExperimentConfig) -> str:
 
 def write_report(config: ExperimentConfig, result: ExperimentResult, context: ReportContext, output_dir: Path) -> Path:
     """Write ``report.md`` (and ``scores.png`` when matplotlib is available)."""
-    charted = write_chart(config, result, output_dir / CHART_FILE)
+    charts = chart_files(config, result)
+    charted = [metric for metric, name in charts.items() if write_chart(config, result, output_dir / name, metric)]
     control = config.control or config.variants[0].name
     lines = [
         f"# Prompt experiment {context.name}",
@@ -244,7 +253,7 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
         "",
         comparison_table(result),
         "",
-        f"![{config.primary_metric} per variant]({CHART_FILE})" if charted else "(chart skipped: no matplotlib)",
+        *([f"![{metric} per variant]({charts[metric]})" for metric in charted] or ["(charts skipped: no matplotlib)"]),
         "",
         "## Method",
         "",

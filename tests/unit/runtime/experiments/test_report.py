@@ -124,6 +124,9 @@ def test_files(tmp_path: Path) -> None:
     assert "| plain | zeroShot |" in text and "| 98% |" in text  # 59 of 60 answers
     assert "![score per variant](scores.png)" in text
     assert (tmp_path / "scores.png").stat().st_size > 1000
+    for metric in ("exact", "latency"):  # a chart per metric, each in the report
+        assert f"![{metric} per variant](scores-{metric}.png)" in text
+        assert (tmp_path / f"scores-{metric}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_chart_is_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
