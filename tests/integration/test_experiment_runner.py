@@ -232,6 +232,21 @@ def test_planted_variant_wins_significantly(
     assert seeds == dict.fromkeys(range(ROWS), 3)  # paired: one seed per row, the same for the 3 variants
 
 
+def test_early_stopping_ends_once_the_winner_is_clear(server: ScriptedServer, tmp_path: Path) -> None:
+    manifest = _manifest()
+    manifest["spec"]["earlyStopping"] = {"looks": 4}
+    output = tmp_path / "out"
+    assert command.run(_args(_write_config(tmp_path, manifest), server.url, output)) == 0
+    result = json.loads((output / "result.json").read_text())
+    print(f"\n[experiment] early stopping: {result['summary']}")
+    sequential = result["sequential"]
+    assert result["winner"] == "few-shot"
+    assert sequential["stoppedEarly"] and sequential["look"] < 4 and sequential["rows"] < ROWS
+    assert result["summary"].startswith(f"stopped early (look {sequential['look']} of 4")
+    assert len(server.script.requests) == 3 * sequential["rows"]  # no row after the stop was sent
+    assert float(sequential["level"]) < 0.05  # an early look is tested strictly
+
+
 def test_unreachable_endpoint_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

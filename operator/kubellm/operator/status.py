@@ -446,5 +446,6 @@ def promptexperiment_status(
         winner=final.winner,
         summary=final.summary,
         power=final.power,
+        sequential=final.sequential,
         report_config_map=report_name,
     )

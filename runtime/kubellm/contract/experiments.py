@@ -31,6 +31,7 @@ from kubellm.contract.schema import (
 __all__ = [
     "REFERENCE_SCORERS",
     "DatasetRow",
+    "EarlyStopping",
     "ExperimentConfig",
     "ExperimentDataset",
     "ExperimentProgress",
@@ -42,6 +43,7 @@ __all__ = [
     "PromptVariant",
     "RunTarget",
     "Scorer",
+    "SequentialReport",
     "VariantComparison",
     "VariantResult",
 ]
@@ -210,6 +212,19 @@ _EXPECTED_RULE = CelRule(
 )
 
 
+class EarlyStopping(ConfigModel):
+    """Stop before the last row once a winner is clear, at a false-positive rate that stays at alpha.
+
+    The rows are sent in ``looks`` equal blocks, in order; after each block but the last the
+    comparisons are tested at that look's O'Brien-Fleming level (strict early, close to alpha at
+    the end), and the run stops when a winner is significant at it.
+    """
+
+    looks: int = Field(
+        default=4, ge=2, le=20, description="Blocks of rows, each followed by a test (the last by the final one)."
+    )
+
+
 class ExperimentConfig(ConfigModel):
     """A prompt A/B test: every variant answers every row, scorers grade, statistics decide."""
 
@@ -234,6 +249,12 @@ class ExperimentConfig(ConfigModel):
     alpha: AlphaString = Field(default="0.05", description="Significance level, a decimal string in (0, 1).")
     correction: Literal["holm", "bonferroni", "none"] = Field(
         default="holm", description="Multiple-comparison correction across the variant comparisons."
+    )
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description="Test after each block of rows and stop once a winner is significant, with group-sequential "
+        "levels that keep the false-positive rate at alpha (plain repeated testing would not). Default: every row "
+        "is sent, one test at the end.",
     )
     min_detectable_effect: DecimalString | None = Field(
         default=None,
@@ -362,3 +383,13 @@ class PowerReport(ReportModel):
         "to estimate from.",
     )
     underpowered: bool = Field(description="Fewer rows than needed: a missing winner proves little.")
+
+
+class SequentialReport(ReportModel):
+    """Where a run with early stopping ended: the look, the rows it used, the level it was tested at."""
+
+    looks: int = Field(ge=2, description="Looks planned (spec.earlyStopping.looks).")
+    look: int = Field(ge=1, description="The look the run ended at.")
+    rows: Count = Field(description="Rows sent by then.")
+    level: ShortText = Field(description="The two-sided significance level of that look (O'Brien-Fleming).")
+    stopped_early: bool = Field(description="The run ended before its last look: a winner was significant.")

@@ -23,6 +23,7 @@ from kubellm.contract.experiments import (
     ExperimentConfig,
     ExperimentProgress,
     PowerReport,
+    SequentialReport,
     VariantComparison,
     VariantResult,
 )
@@ -144,6 +145,9 @@ class PromptExperimentStatus(StatusBase):
     )
     summary: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
         default=None, description="One-line conclusion, e.g. few-shot beats zero-shot on score by 0.12 (p=0.003)."
+    )
+    sequential: SequentialReport | None = Field(
+        default=None, description="With spec.earlyStopping: the look the run ended at and whether it stopped early."
     )
     power: PowerReport | None = Field(
         default=None, description="Rows the run had against the rows spec.minDetectableEffect needs."

@@ -7,22 +7,34 @@ endpoint answering), so a broken spec fails in seconds and sends nothing.
 
 from __future__ import annotations
 
+import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from kubellm.contract.experiments import DatasetRow, ExperimentConfig, ExperimentProgress
+from kubellm.contract.experiments import DatasetRow, ExperimentConfig, ExperimentProgress, SequentialReport
 from kubellm.runtime.errors import CommandError
 
 from .client import Api, ClientSettings, EndpointClient, EndpointUnreachableError, RequestError
 from .dataset import check_references
 from .report import ReportContext, write_report, write_result
-from .results import ExperimentResult, analyse, score_requests
-from .runner import REQUESTS_FILE, Progress, RequestLog, plan_requests, send_requests
+from .results import ExperimentResult, analyse, decide, score_requests
+from .runner import (
+    REQUESTS_FILE,
+    PlannedRequest,
+    Progress,
+    RequestKey,
+    RequestLog,
+    RequestRecord,
+    plan_requests,
+    send_requests,
+)
 from .scorers import check_scorers
-from .templates import compile_variants
+from .statistics import sequential_levels
+from .templates import VariantTemplate, compile_variants
 
 __all__ = ["ExperimentError", "RunSettings", "run_experiment"]
 
@@ -65,6 +77,48 @@ async def _model_name(client: EndpointClient, configured: str | None, config: Ex
     raise ExperimentError("no model name: set spec.target.model (the server lists no model at /models)")
 
 
+@dataclass
+class _Sender:
+    """Sends the planned requests: all at once, or block by block with a test after each (early stopping)."""
+
+    config: ExperimentConfig
+    rows: Sequence[DatasetRow]
+    templates: Mapping[str, VariantTemplate]
+    planned: Sequence[PlannedRequest]
+    client: EndpointClient
+    log: RequestLog
+    progress: Progress
+
+    async def _send(self, requests: Sequence[PlannedRequest]) -> dict[RequestKey, RequestRecord]:
+        return await send_requests(requests, self.client, self.config.concurrency, self.log, self.progress)
+
+    async def all(self) -> tuple[dict[RequestKey, RequestRecord], int, SequentialReport | None]:
+        """Every request; the whole dataset is used."""
+        return await self._send(self.planned), len(self.rows), None
+
+    async def in_looks(self) -> tuple[dict[RequestKey, RequestRecord], int, SequentialReport | None]:
+        """Block by block; after each block but the last, stop if a winner is significant at that look's level."""
+        stopping = self.config.early_stopping
+        assert stopping is not None
+        levels = sequential_levels(stopping.looks, float(Decimal(self.config.alpha)))
+        records: dict[RequestKey, RequestRecord] = {}
+        start = 0
+        for look, level in enumerate(levels, start=1):
+            end = math.ceil(len(self.rows) * look / stopping.looks)
+            records |= await self._send([p for p in self.planned if start <= p.key.row < end])
+            start = end
+            report = SequentialReport(
+                looks=stopping.looks, look=look, rows=end, level=f"{level:.4g}", stopped_early=look < stopping.looks
+            )
+            if look < stopping.looks and self._winner_at(records, end, level):
+                return records, end, report
+        return records, len(self.rows), report
+
+    def _winner_at(self, records: Mapping[RequestKey, RequestRecord], rows: int, level: float) -> bool:
+        table = score_requests(self.config, self.rows[:rows], self.templates, records)
+        return decide(self.config, table, level).winner is not None
+
+
 async def run_experiment(
     config: ExperimentConfig, rows: Sequence[DatasetRow], settings: RunSettings
 ) -> ExperimentResult:
@@ -92,11 +146,13 @@ async def run_experiment(
             listener=settings.on_progress,
         )
         log = RequestLog(settings.output_dir / REQUESTS_FILE)
-        records = await send_requests(planned, client, config.concurrency, log, progress)
+        sent = _Sender(config, rows, templates, planned, client, log, progress)
+        records, used, sequential = await sent.all() if config.early_stopping is None else await sent.in_looks()
     failures = [record for record in records.values() if record.failed]
     if len(failures) == len(records):
         raise ExperimentError(f"every request failed; the first: {failures[0].error}")
-    result = analyse(config, score_requests(config, rows, templates, records), records, progress.snapshot())
+    table = score_requests(config, rows[:used], templates, records)
+    result = analyse(config, table, records, progress.snapshot(), sequential)
     write_result(result, settings.output_dir)
     context = ReportContext(name=settings.name, endpoint=settings.endpoint, api=settings.api, rows=len(rows))
     write_report(config, result, context, settings.output_dir)

@@ -24,6 +24,7 @@ from kubellm.contract.experiments import (
     ExperimentProgress,
     MetricSummary,
     PowerReport,
+    SequentialReport,
     VariantComparison,
     VariantResult,
 )
@@ -52,6 +53,7 @@ class ExperimentResult(ReportModel):
         default=None, description="One-line conclusion."
     )
     power: PowerReport | None = Field(default=None, description="Rows needed for spec.minDetectableEffect.")
+    sequential: SequentialReport | None = Field(default=None, description="Where a run with early stopping ended.")
 
 
 @dataclass(frozen=True)
@@ -156,15 +158,15 @@ def _comparison(comparison: Comparison) -> VariantComparison:
     )
 
 
-def decide(config: ExperimentConfig, table: ScoreTable) -> Verdict:
-    """Compare every variant with the control on the primary metric."""
+def decide(config: ExperimentConfig, table: ScoreTable, level: float | None = None) -> Verdict:
+    """Compare every variant with the control on the primary metric, at ``level`` (default: alpha)."""
     metric = config.primary_metric
     values = {variant: table.row_values(metric, variant) for variant in table.variants}
     return compare_with_control(
         values,
         control=config.control or table.variants[0],
         metric=metric,
-        alpha=float(Decimal(config.alpha)),
+        alpha=float(Decimal(config.alpha)) if level is None else level,
         correction=config.correction,
         lower_is_better=metric in table.lower_is_better,
     )
@@ -200,19 +202,30 @@ def analyse(
     table: ScoreTable,
     records: Mapping[RequestKey, RequestRecord],
     progress: ExperimentProgress,
+    sequential: SequentialReport | None = None,
 ) -> ExperimentResult:
-    """The status payload: per-variant summaries, comparisons with the control and the verdict."""
+    """The status payload: per-variant summaries, comparisons with the control and the verdict.
+
+    With ``sequential`` (a run with early stopping), the verdict is at the level of the look the
+    run ended at, and the summary says where it stopped.
+    """
     alpha = float(Decimal(config.alpha))
     by_variant: dict[str, list[RequestRecord]] = {name: [] for name in table.variants}
     for record in records.values():
         by_variant[record.variant].append(record)
-    verdict = decide(config, table)
-    power = power_report(config, table)
+    verdict = decide(config, table, None if sequential is None else float(sequential.level))
+    summary = verdict.summary if sequential is None else f"{_stopped(sequential)}{verdict.summary}"
     return ExperimentResult(
-        power=power,
+        power=power_report(config, table),
+        sequential=sequential,
         progress=progress,
         results=[_variant_result(table, name, by_variant[name], alpha) for name in table.variants],
         comparisons=[_comparison(item) for item in verdict.comparisons],
         winner=verdict.winner,
-        summary=verdict.summary[:1024],
+        summary=summary[:1024],
     )
+
+
+def _stopped(sequential: SequentialReport) -> str:
+    where = f"look {sequential.look} of {sequential.looks}, {sequential.rows} rows, level {sequential.level}"
+    return f"stopped early ({where}): " if sequential.stopped_early else f"({where}) "

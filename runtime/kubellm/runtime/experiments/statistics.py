@@ -54,6 +54,7 @@ __all__ = [
     "paired_t_test",
     "paired_test",
     "rows_needed",
+    "sequential_levels",
     "wilson_interval",
 ]
 
@@ -208,6 +209,23 @@ def paired_test(variant: npt.ArrayLike, control: npt.ArrayLike, confidence: floa
         return t_test
     p_value = mcnemar_mid_p(int(np.sum((a == 1.0) & (b == 0.0))), int(np.sum((a == 0.0) & (b == 1.0))))
     return replace(t_test, p_value=p_value, name=MCNEMAR_MID_P)
+
+
+def sequential_levels(looks: int, alpha: float, paths: int = 200_000, seed: int = BOOTSTRAP_SEED) -> list[float]:
+    """Two-sided nominal levels of O'Brien-Fleming boundaries at ``looks`` equally spaced looks.
+
+    The boundary is ``c * sqrt(looks / k)`` on the z statistic at look ``k``, with ``c`` chosen so
+    that a true null crosses it at some look with probability ``alpha``: the 1 - alpha quantile of
+    ``max_k |Z_k| sqrt(k / looks)`` over simulated Brownian paths (fixed seed, so the levels are the
+    same on every run). Early looks are strict, the last close to alpha.
+    """
+    if looks == 1:
+        return [alpha]
+    steps = np.random.default_rng(seed).standard_normal((paths, looks))
+    k = np.arange(1, looks + 1)
+    z = np.cumsum(steps, axis=1) / np.sqrt(k)
+    c = float(np.quantile(np.max(np.abs(z) * np.sqrt(k / looks), axis=1), 1.0 - alpha))
+    return [float(2.0 * stats.norm.sf(c * math.sqrt(looks / step))) for step in k]
 
 
 def rows_needed(differences: npt.ArrayLike, effect: float, alpha: float, power: float = POWER) -> int | None:

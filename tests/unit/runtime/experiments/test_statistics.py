@@ -20,6 +20,7 @@ from kubellm.runtime.experiments.statistics import (
     paired_t_test,
     paired_test,
     rows_needed,
+    sequential_levels,
     wilson_interval,
 )
 
@@ -148,6 +149,41 @@ def test_rows_needed_gives_the_power_it_promises() -> None:
     assert abs(power - 0.8) <= 0.03
     assert rows_needed([0.2, 0.2, 0.2], effect, ALPHA) is None  # no spread to go by
     assert rows_needed([0.1], effect, ALPHA) is None
+
+
+def test_sequential_levels_are_obrien_fleming() -> None:
+    two, four = sequential_levels(2, ALPHA), sequential_levels(4, ALPHA)
+    assert two == pytest.approx([0.0054, 0.0492], abs=0.001)  # the textbook two-look boundaries
+    assert four == sorted(four) and four[0] < 0.001 and ALPHA - 0.01 < four[-1] < ALPHA
+    assert sequential_levels(4, ALPHA) == four  # a fixed seed: the same levels on every run
+    assert sequential_levels(1, ALPHA) == [ALPHA]
+
+
+def _aa_stopping_rate(levels: list[float], rng: np.random.Generator, kind: str) -> float:
+    """Share of A/A experiments (2 identical variants, 60 rows) declaring a winner at some look."""
+    scores = _aa_scores(rng, variants=2, kind=kind)
+    looks, winners = len(levels), 0
+    for experiment in scores:
+        for look, level in enumerate(levels, start=1):
+            rows = ROWS * look // looks
+            values = {"v0": experiment[0, :rows], "v1": experiment[1, :rows]}
+            verdict = compare_with_control(values, control="v0", metric="score", alpha=level, correction="holm")
+            if verdict.winner is not None:
+                winners += 1
+                break
+    return winners / len(scores)
+
+
+@pytest.mark.parametrize("kind", ["exact", "graded"])
+def test_aa_with_early_stopping_keeps_the_false_positive_rate_at_alpha(kind: str) -> None:
+    sequential = _aa_stopping_rate(sequential_levels(4, ALPHA), np.random.default_rng(31), kind)
+    peeking = _aa_stopping_rate([ALPHA] * 4, np.random.default_rng(31), kind)
+    print(
+        f"\n[A/A] {EXPERIMENTS} experiments, {kind} scores, 4 looks: a winner declared {sequential:.3f} with "
+        f"O'Brien-Fleming levels, {peeking:.3f} testing at alpha each look"
+    )
+    assert abs(sequential - ALPHA) <= 0.02
+    assert peeking > ALPHA + 0.03  # why the levels are needed
 
 
 def test_holm_matches_the_worked_example() -> None:
