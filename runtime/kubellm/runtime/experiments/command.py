@@ -5,10 +5,10 @@ operator writes (:class:`~kubellm.contract.experiments.ExperimentRun`), sends ev
 prompts to the OpenAI-compatible endpoint, and writes ``result.json`` (the status payload),
 ``report.md`` and ``scores.png`` into DIR, with ``requests.jsonl`` so that a restarted run
 resumes where it stopped. The rows are the document's inline rows or are read from the source
-it names (:mod:`~kubellm.runtime.experiments.dataset`); ``--dataset FILE`` reads a file instead. It prints the per-variant
-table and exits 0 once the experiment completed, whatever the verdict. Bad input or a run that
-cannot complete prints one line on stderr and exits non-zero: 2 for unusable input, 1 when the
-run failed, 130 when interrupted.
+it names (:mod:`~kubellm.runtime.experiments.dataset`); ``--dataset FILE`` reads a file instead.
+It prints the per-variant table and exits 0 once the experiment completed, whatever the
+verdict. Bad input or a run that cannot complete prints one line on stderr and exits non-zero:
+2 for unusable input (a dataset too), 1 when the run failed, 130 when interrupted.
 """
 
 from __future__ import annotations
