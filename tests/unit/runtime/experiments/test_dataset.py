@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from kubellm.contract.experiments import DatasetRow, ExperimentDataset, Scorer
+from kubellm.contract.schema import ConfigMapKeyRef
 from kubellm.runtime.errors import ConfigError
 from kubellm.runtime.experiments.dataset import (
     DatasetError,
@@ -163,7 +164,7 @@ def test_a_file_flag_replaces_the_source_and_keeps_mapping_and_sampling(tmp_path
 
 
 def test_an_unresolved_configmap_reference_says_how_to_run_it() -> None:
-    dataset = ExperimentDataset(config_map_key_ref={"name": "qa", "key": "qa.jsonl"})
+    dataset = ExperimentDataset(config_map_key_ref=ConfigMapKeyRef(name="qa", key="qa.jsonl"))
     with pytest.raises(ConfigError, match=r"run the manifest with kubellm run, or pass --dataset FILE"):
         load_dataset(dataset)
 
