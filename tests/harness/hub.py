@@ -9,6 +9,10 @@ the requests ``from_pretrained`` and ``hf_hub_download`` make (huggingface_hub's
 - ``GET /api/models/{repo}[/revision/{revision}]``: the model info (``sha``, ``siblings``);
 - ``GET /api/models/{repo}/tree/{revision}[/{path}]``: the files under a folder.
 
+A dataset repository (``repo_type="dataset"``) answers the same requests under
+``/datasets/{repo}/resolve/...`` and ``/api/datasets/{repo}...``, as ``snapshot_download(...,
+repo_type="dataset")`` asks them.
+
 A revision is a branch or tag name (mapped to a commit sha) or the sha itself; an unknown one
 answers 404 with ``X-Error-Code: RevisionNotFound``, a missing file 404 ``EntryNotFound``. Every
 repository wants ``Authorization: Bearer <token>``: a gated one answers 401 ``GatedRepo`` without
@@ -30,12 +34,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 __all__ = ["HubError", "HubRepository", "LocalHub", "commit_sha", "running_hub"]
 
 _API = "/api/models/"
+_PREFIXES: tuple[tuple[str, bool, str], ...] = (
+    ("/api/datasets/", True, "dataset"),
+    (_API, True, "model"),
+    ("/datasets/", False, "dataset"),
+    ("/", False, "model"),
+)
+"""Path prefix -> (an API route, the repository type it serves)."""
 
 
 def commit_sha(name: str) -> str:
@@ -45,7 +56,7 @@ def commit_sha(name: str) -> str:
 
 @dataclass(frozen=True)
 class HubRepository:
-    """A model repository: a folder's files at every revision, readable with one token."""
+    """A model or dataset repository: a folder's files at every revision, readable with one token."""
 
     repo_id: str
     folder: Path
@@ -53,6 +64,7 @@ class HubRepository:
     revisions: dict[str, str] = field(default_factory=dict)
     """Branch and tag names -> commit sha; ``main`` is added when missing."""
     gated: bool = True
+    repo_type: Literal["model", "dataset"] = "model"
 
     def commit(self, revision: str) -> str | None:
         """The commit a branch, tag or sha names, or None for an unknown revision."""
@@ -125,9 +137,9 @@ class LocalHub:
             return _Reply(error.status, headers, body)
 
     def _route(self, method: str, path: str, authorization: str | None) -> _Reply:
-        api = path.startswith(_API)
-        parts = path[len(_API) if api else 1 :].split("/")
-        repo = self._authorized(method, path, "/".join(parts[:2]), authorization)
+        prefix, api, repo_type = next(entry for entry in _PREFIXES if path.startswith(entry[0]))
+        parts = path[len(prefix) :].split("/")
+        repo = self._authorized(method, path, "/".join(parts[:2]), authorization, repo_type)
         rest = parts[2:]
         if api:
             return self._api(repo, rest)
@@ -135,8 +147,12 @@ class LocalHub:
             return self._resolve(repo, rest[1], "/".join(rest[2:]))
         raise HubError(404, "EntryNotFound", f"no route for {path}")
 
-    def _authorized(self, method: str, path: str, repo_id: str, authorization: str | None) -> HubRepository:
+    def _authorized(
+        self, method: str, path: str, repo_id: str, authorization: str | None, repo_type: str = "model"
+    ) -> HubRepository:
         repo = self.repositories.get(repo_id)
+        if repo is not None and repo.repo_type != repo_type:
+            repo = None  # a dataset is not found among the models, nor a model among the datasets
         authorized = repo is not None and authorization == f"Bearer {repo.token}"
         self.record(method, path, authorized)
         if repo is None:

@@ -208,7 +208,8 @@ class OperatorProcess:
             "--liveness-endpoint", f"http://127.0.0.1:{self.health_port}/healthz",
             *self.extra,
         ]  # fmt: skip
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": str(ROOT)}
+        python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep the caller's
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": python_path}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         wait_for("the operator's liveness endpoint", self._healthy, timeout=60)

@@ -385,15 +385,20 @@ def _power_condition(power: PowerReport | None) -> ConditionSpec | None:
 
 
 def promptexperiment_waiting(
-    previous: pexp.PromptExperimentStatus, generation: int, message: str, at: datetime
+    previous: pexp.PromptExperimentStatus,
+    generation: int,
+    message: str,
+    at: datetime,
+    reason: str = pexp.REASON_WAITING_FOR_TARGET,
 ) -> pexp.PromptExperimentStatus:
-    """Status while the target ModelDeployment is not Ready."""
-    wanted = _pexp_conditions("False", pexp.REASON_WAITING_FOR_TARGET, message, running=True, degraded=False)
+    """Status before the Job: the target ModelDeployment is not Ready, or the dataset's ConfigMap is missing."""
+    wanted = _pexp_conditions("False", reason, message, running=True, degraded=False)
+    waiting_for_target = reason == pexp.REASON_WAITING_FOR_TARGET
     return previous.model_copy(
         update={
             "observed_generation": generation,
             "conditions": set_conditions(previous, generation, wanted, at),
-            "phase": "WaitingForTarget",
+            "phase": "WaitingForTarget" if waiting_for_target else "Pending",
         }
     )
 

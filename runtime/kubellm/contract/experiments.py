@@ -2,8 +2,11 @@
 
 - Spec sections: :class:`ExperimentConfig` (variants, dataset, scorers, statistics); the
   operator's ``PromptExperimentSpec`` is it plus the target reference and the pod options.
+  The dataset is inline rows or names where the rows are (:class:`ExperimentDataset`).
 - Run document: :class:`ExperimentRun` is the definition plus the experiment's name and the
-  resolved target (URL, model name, API); ``kubellm experiment --config`` reads it.
+  resolved target (URL, model name, API); ``kubellm experiment --config`` reads it. The operator
+  resolves a dataset's ``configMapKeyRef`` to the file it mounts (``uri``) and leaves its
+  ``tokenSecretRef`` out (the token arrives as ``HF_TOKEN``).
 - Reports: per-variant results, comparisons and progress, copied into status.
 """
 
@@ -16,12 +19,14 @@ from pydantic import Field, StringConstraints, model_validator
 from kubellm.contract.schema import (
     AlphaString,
     CelRule,
+    ConfigMapKeyRef,
     ConfigModel,
     Count,
     DecimalString,
     FractionString,
     Identifier,
     ReportModel,
+    SecretKeyRef,
     ShortText,
     check,
     check_unique,
@@ -29,6 +34,8 @@ from kubellm.contract.schema import (
 )
 
 __all__ = [
+    "DATASET_URI_PATTERN",
+    "DEFAULT_SPLIT",
     "REFERENCE_SCORERS",
     "DatasetRow",
     "EarlyStopping",
@@ -133,10 +140,82 @@ class DatasetRow(ConfigModel):
     )
 
 
-class ExperimentDataset(ConfigModel):
-    """The test cases every variant answers."""
+DATASET_URI_PATTERN = r"^((hf|file|pvc|pkg)://[^\s]+|/[^\s]*)$"
+DEFAULT_SPLIT = "test"
+"""The split an ``hf://`` dataset (or a folder) is read from when ``split`` is not set."""
 
-    rows: list[DatasetRow] = Field(min_length=1, max_length=1000, description="Test cases.")
+_ONE_DATASET_SOURCE = CelRule(
+    rule="(has(self.rows) ? 1 : 0) + (has(self.configMapKeyRef) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1",
+    message="exactly one of rows, configMapKeyRef or uri must be set",
+)
+_DATASET_HF_ONLY = CelRule(
+    rule="(has(self.uri) && self.uri.startsWith('hf://')) || (!has(self.revision) && !has(self.tokenSecretRef))",
+    message="revision and tokenSecretRef apply only to hf:// datasets",
+)
+
+
+class ExperimentDataset(ConfigModel):
+    """The test cases every variant answers: rows written here, or where the rows are kept."""
+
+    cel_rules = (_ONE_DATASET_SOURCE, _DATASET_HF_ONLY)
+
+    rows: list[DatasetRow] | None = Field(
+        default=None, min_length=1, max_length=1000, description="Test cases written in the spec."
+    )
+    config_map_key_ref: ConfigMapKeyRef | None = Field(
+        default=None,
+        description="A ConfigMap key holding the rows (JSONL, JSON or CSV); the operator mounts it into the pod "
+        "and waits, Ready False with reason DatasetNotFound, while the ConfigMap or key is missing.",
+    )
+    uri: Annotated[str, StringConstraints(pattern=DATASET_URI_PATTERN, max_length=1024)] | None = Field(
+        default=None,
+        description="Where the rows are: pvc://<claim>/<path> (a PersistentVolumeClaim, mounted read-only), "
+        "file:///<path> or an absolute path (inside the image), pkg://<package>/<path>, or hf://<org>/<name> "
+        "(a Hugging Face Hub dataset repository, read by the pod). A folder or a repository contributes its "
+        "files named after split. JSONL, JSON, CSV or Parquet.",
+    )
+    split: ShortText | None = Field(
+        default=None,
+        description=f"Split to read from an hf:// dataset or a folder (test.jsonl, test-00000.parquet). "
+        f"Default: {DEFAULT_SPLIT}.",
+    )
+    revision: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        default=None, description="Branch, tag or commit of an hf:// dataset."
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face token, for gated or private hf:// datasets (the pod "
+        "gets it as HF_TOKEN; it never appears in the run document).",
+    )
+    format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
+        default="auto", description="File format; auto tells it from the file's suffix (or the ConfigMap key's)."
+    )
+    input_field: ShortText = Field(
+        default="input", description="Column holding each row's input ({{ input }}), for rows read from a file."
+    )
+    expected_field: ShortText = Field(
+        default="expected",
+        description="Column holding the reference answer, for rows read from a file. Other columns (and a vars "
+        "object) become {{ vars.<name> }}.",
+    )
+    max_rows: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="Use at most this many rows: with more, a random sample drawn with seed (the same rows on "
+        "every run), kept in file order. Default: all.",
+    )
+    seed: int = Field(
+        default=0, ge=0, le=2_147_483_647, description="Seed of the maxRows sample; change it for other rows."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ExperimentDataset:
+        sources = [self.rows is not None, self.config_map_key_ref is not None, self.uri is not None]
+        check(sources.count(True) != 1, _ONE_DATASET_SOURCE.message)
+        hub = self.uri is not None and self.uri.startswith("hf://")
+        check(not hub and (self.revision is not None or self.token_secret_ref is not None), _DATASET_HF_ONLY.message)
+        return self
 
 
 ScorerType = Literal["exact", "contains", "regex", "json", "rouge", "bleu", "similarity", "latency"]
@@ -205,7 +284,7 @@ _PRIMARY_METRIC_RULE = CelRule(
 )
 _EXPECTED_RULE = CelRule(
     rule="!self.scorers.exists(s, s.type in ['exact', 'contains', 'rouge', 'bleu', 'similarity']) "
-    "|| self.dataset.rows.all(r, has(r.expected))",
+    "|| !has(self.dataset.rows) || self.dataset.rows.all(r, has(r.expected))",
     message="exact, contains, rouge, bleu and similarity scorers need expected on every dataset row",
     field_path=".dataset.rows",
     reason="FieldValueRequired",
@@ -277,7 +356,8 @@ class ExperimentConfig(ConfigModel):
         check(self.control is not None and self.control not in variant_names, _CONTROL_RULE.message)
         check(self.primary_metric != "score" and self.primary_metric not in scorer_names, _PRIMARY_METRIC_RULE.message)
         needs_expected = any(scorer.type in REFERENCE_SCORERS for scorer in self.scorers)
-        check(needs_expected and any(row.expected is None for row in self.dataset.rows), _EXPECTED_RULE.message)
+        inline = self.dataset.rows or []  # rows read from a file are checked once loaded
+        check(needs_expected and any(row.expected is None for row in inline), _EXPECTED_RULE.message)
         return self
 
     def experiment_config(self) -> ExperimentConfig:

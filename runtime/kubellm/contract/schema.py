@@ -40,6 +40,7 @@ __all__ = [
     "SOURCE_URI_PATTERN",
     "AlphaString",
     "CelRule",
+    "ConfigMapKeyRef",
     "ConfigModel",
     "Count",
     "DecimalString",
@@ -187,6 +188,15 @@ class SecretKeyRef(ConfigModel):
     name: ObjectName = Field(description="Name of the Secret, in the resource's namespace.")
     key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
         description="Key within the Secret whose value is used."
+    )
+
+
+class ConfigMapKeyRef(ConfigModel):
+    """A key in a ConfigMap in the same namespace (the pod gets it as a file)."""
+
+    name: ObjectName = Field(description="Name of the ConfigMap, in the resource's namespace.")
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)] = Field(
+        description="Key within the ConfigMap; its suffix (.jsonl, .json, .csv) tells the format unless format is set."
     )
 
 

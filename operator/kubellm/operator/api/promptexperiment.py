@@ -6,7 +6,8 @@ Job and copies the runtime's results (per-variant metrics with confidence interv
 comparisons with the control, the winner) into status. The summary condition is ``Ready``:
 True once the results are final.
 
-Condition reasons: ``WaitingForTarget`` (the ModelDeployment is not Ready), ``Running``,
+Condition reasons: ``WaitingForTarget`` (the ModelDeployment is not Ready), ``DatasetNotFound``
+(the ConfigMap or key ``dataset.configMapKeyRef`` names is missing; no Job until it exists), ``Running``,
 ``WinnerDeclared`` / ``NoSignificantDifference`` (results final), ``InvalidInput`` (the run exited
 with the code for unusable input, so the Job failed at once without a retry), ``RunFailed``
 (any other failure, after the Job's one retry), ``InvalidSpec``.
@@ -50,6 +51,7 @@ __all__ = [
     "KIND",
     "PLURAL",
     "REASON_COMPLETED",
+    "REASON_DATASET_NOT_FOUND",
     "REASON_INVALID_INPUT",
     "REASON_NO_SIGNIFICANT_DIFFERENCE",
     "REASON_RUNNING",
@@ -71,6 +73,7 @@ SHORT_NAMES = ("pexp",)
 CONDITION_TYPES = (CONDITION_READY, CONDITION_PROGRESSING, CONDITION_DEGRADED)
 
 REASON_WAITING_FOR_TARGET = "WaitingForTarget"
+REASON_DATASET_NOT_FOUND = "DatasetNotFound"
 REASON_RUNNING = "Running"
 REASON_WINNER_DECLARED = "WinnerDeclared"
 REASON_NO_SIGNIFICANT_DIFFERENCE = "NoSignificantDifference"

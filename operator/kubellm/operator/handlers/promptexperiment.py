@@ -1,4 +1,4 @@
-"""PromptExperiment handlers: wait until the target is Ready, then a ``kubellm experiment`` Job.
+"""PromptExperiment handlers: wait for the dataset's ConfigMap and the target, then a ``kubellm experiment`` Job.
 
 The results come back through the report ConfigMap (``result.json``, ``report.md``; see
 :mod:`kubellm.operator.manifests.reporting`) and are copied into status. A finished experiment
@@ -26,7 +26,27 @@ from kubellm.operator.manifests.common import Owner
 from kubellm.operator.manifests.reporting import report_name
 from kubellm.operator.status import load_status, now, promptexperiment_status, promptexperiment_waiting
 
-__all__ = ["reconcile", "register", "resolve_target"]
+__all__ = ["DatasetNotFoundError", "check_dataset", "reconcile", "register", "resolve_target"]
+
+
+class DatasetNotFoundError(Exception):
+    """The ConfigMap, or the key, that ``spec.dataset.configMapKeyRef`` names does not exist (yet)."""
+
+
+def check_dataset(op: Operator, owner: Owner, spec: api.PromptExperimentSpec) -> None:
+    """Raise :class:`DatasetNotFoundError` in one line when the dataset's ConfigMap or key is missing."""
+    ref = spec.dataset.config_map_key_ref
+    if ref is None:
+        return
+    found = op.kube.get("v1", "ConfigMap", owner.namespace, ref.name)
+    if found is None:
+        raise DatasetNotFoundError(f"ConfigMap {ref.name} (spec.dataset.configMapKeyRef) does not exist")
+    keys = sorted({**(found.get("data") or {}), **(found.get("binaryData") or {})})
+    if ref.key not in keys:
+        listed = ", ".join(keys) or "none"
+        raise DatasetNotFoundError(
+            f"ConfigMap {ref.name} has no key {ref.key!r} (spec.dataset.configMapKeyRef; keys: {listed})"
+        )
 
 
 def resolve_target(op: Operator, owner: Owner, spec: api.PromptExperimentSpec, *, need_ready: bool) -> tuple[str, str]:
@@ -49,6 +69,13 @@ def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Log
     finished = previous.phase in TERMINAL_PHASES
     if finished and job is None:
         return None  # the Job is gone after the run; status keeps the results
+    try:
+        if job is None:
+            check_dataset(op, owner, spec)
+    except DatasetNotFoundError as missing:
+        waiting = promptexperiment_waiting(previous, generation, str(missing), now(), api.REASON_DATASET_NOT_FOUND)
+        publish_status(op, api.KIND, body, patch, waiting)
+        return Wait(str(missing), op.settings.wait_seconds)
     try:
         endpoint, model = resolve_target(op, owner, spec, need_ready=job is None)
     except ServerNotReadyError as waiting:

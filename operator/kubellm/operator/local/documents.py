@@ -2,7 +2,8 @@
 
 A FineTuneJob, ModelDeployment or PromptExperiment is checked with the same models the CRDs
 are generated from; PersistentVolumeClaims become local folders, Secrets feed the pods'
-``secretKeyRef`` variables, anything else is listed as skipped. References between resources
+``secretKeyRef`` variables, ConfigMaps the volumes that mount them (a PromptExperiment's
+dataset), anything else is listed as skipped. References between resources
 must be satisfiable by the manifests given (nothing else exists locally). Problems are raised
 as one :class:`ManifestError` listing every one of them, before anything runs.
 """
@@ -85,6 +86,7 @@ class ManifestSet:
     resources: list[Resource] = field(default_factory=list)
     claims: list[str] = field(default_factory=list)
     secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
     def of_kind(self, kind: str) -> list[Resource]:
@@ -195,6 +197,9 @@ def _add(result: ManifestSet, source: str, body: dict[str, Any]) -> None:
     elif kind == "Secret":
         namespace = str(metadata.get("namespace") or DEFAULT_NAMESPACE)
         result.secrets[namespace, name] = _secret_data(source, body)
+    elif kind == "ConfigMap":
+        namespace = str(metadata.get("namespace") or DEFAULT_NAMESPACE)
+        result.config_maps[namespace, name] = {key: str(value) for key, value in (body.get("data") or {}).items()}
     else:
         result.skipped.append(f"{kind} {name} ({source}): nothing to run locally")
 
@@ -225,6 +230,19 @@ _MISSING_HINTS = {
 }
 
 
+def _dataset_problem(manifests: ManifestSet, resource: Resource) -> str | None:
+    """Why a PromptExperiment's dataset ConfigMap key is not among the manifests, or None."""
+    ref = resource.spec.dataset.config_map_key_ref if resource.kind == pexp.KIND else None
+    if ref is None:
+        return None
+    data = manifests.config_maps.get((resource.namespace, ref.name))
+    if data is None:
+        return f"reads its dataset from ConfigMap {ref.name}, which is not among the manifests (add it)"
+    if ref.key not in data:
+        return f"reads its dataset from key {ref.key!r} of ConfigMap {ref.name}, which has no such key"
+    return None
+
+
 def _reference_problems(manifests: ManifestSet) -> list[str]:
     problems = []
     for resource in manifests.resources:
@@ -232,6 +250,9 @@ def _reference_problems(manifests: ManifestSet) -> list[str]:
             if manifests.find(kind, resource.namespace, name) is None:
                 hint = _MISSING_HINTS[resource.kind, kind].format(name=name)
                 problems.append(f"{resource.source}: {resource.kind} {resource.name} {hint}")
+        dataset = _dataset_problem(manifests, resource)
+        if dataset is not None:
+            problems.append(f"{resource.source}: {resource.kind} {resource.name} {dataset}")
     return problems
 
 

@@ -1,9 +1,11 @@
 """A pod's one container, run as a local ``kubellm`` process (the local stand-in for the kubelet).
 
 Volumes become folders of the work folder: the config ConfigMap is written into the pod's
-``config/``, emptyDirs into the pod's folder (the model cache is shared by all pods), a
+``config/``, another ConfigMap's keys (from the manifests) into the pod's ``<volume name>/``,
+emptyDirs into the pod's folder (the model cache is shared by all pods), a
 PersistentVolumeClaim is ``pvc/<claim>/``. Every argument and environment value that starts
-with a mount path is rewritten to the folder behind it. Environment variables come from the
+with a mount path is rewritten to the folder behind it, and so is every such path in the run
+document (a dataset file the operator mounted). Environment variables come from the
 container (``secretKeyRef`` from the Secrets among the manifests, ``fieldRef`` namespace),
 on top of the user's environment without any in-cluster API address. The runtime reports into
 the pod's ``report/`` folder (``KUBELLM_REPORT_DIR``) instead of a ConfigMap.
@@ -59,11 +61,14 @@ class WorkFolder:
         return folder
 
 
+CONFIG_VOLUME = "config"
+
+
 def _volume_folder(volume: Mapping[str, Any], pod_dir: Path, work: WorkFolder) -> Path:
     if "persistentVolumeClaim" in volume:
         return work.pvc_root / str(volume["persistentVolumeClaim"]["claimName"])
     if "configMap" in volume:
-        return pod_dir / "config"
+        return pod_dir / "config" if volume["name"] == CONFIG_VOLUME else pod_dir / str(volume["name"])
     if "emptyDir" in volume:
         return work.cache if volume["name"] == "cache" else pod_dir / volume["name"]
     raise PodError(f"volume {volume.get('name')} of an unsupported type: {sorted(volume)}")
@@ -84,6 +89,26 @@ def translate(value: str, mapping: Mapping[str, Path]) -> str:
     for prefix in sorted(mapping, key=len, reverse=True):
         if value == prefix or value.startswith(prefix + "/"):
             return str(mapping[prefix]) + value[len(prefix) :]
+    return value
+
+
+def translate_document(text: str, mapping: Mapping[str, Path]) -> str:
+    """A JSON run document with every string that is a mounted path rewritten (other text is left as is)."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    translated = _translate_strings(document, mapping)
+    return text if translated == document else json.dumps(translated, indent=2, sort_keys=True)
+
+
+def _translate_strings(value: Any, mapping: Mapping[str, Path]) -> Any:
+    if isinstance(value, dict):
+        return {key: _translate_strings(item, mapping) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_translate_strings(item, mapping) for item in value]
+    if isinstance(value, str) and value.startswith("/"):
+        return translate(value, mapping)
     return value
 
 
@@ -130,6 +155,7 @@ class LocalPod:
     work: WorkFolder
     namespace: str
     secrets: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
+    config_maps: Mapping[tuple[str, str], Mapping[str, str]] = field(default_factory=dict)
     extra_args: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
@@ -160,10 +186,28 @@ class LocalPod:
         return [sys.executable, "-m", "kubellm.cli", *args, *self.extra_args], env
 
     def _prepare(self) -> None:
-        for folder in set(mount_map(self.pod_spec, self.folder, self.work).values()):
+        mapping = mount_map(self.pod_spec, self.folder, self.work)
+        for folder in set(mapping.values()):
             folder.mkdir(parents=True, exist_ok=True)
         for key, text in self.config.items():
-            (self.folder / "config" / key).write_text(text)
+            (self.folder / "config" / key).write_text(translate_document(text, mapping))
+        for volume in self.pod_spec.get("volumes", []):
+            if "configMap" in volume and volume["name"] != CONFIG_VOLUME:
+                self._write_config_map(volume)
+
+    def _write_config_map(self, volume: Mapping[str, Any]) -> None:
+        """A ConfigMap volume's keys (all, or its items) as files, as the kubelet would project them."""
+        name = volume["configMap"]["name"]
+        data = self.config_maps.get((self.namespace, name))
+        if data is None:
+            raise PodError(f"volume {volume['name']} needs ConfigMap {name}: add it to the manifests")
+        items = volume["configMap"].get("items") or [{"key": key, "path": key} for key in data]
+        folder = self.folder / volume["name"]
+        for item in items:
+            if item["key"] not in data:
+                raise PodError(f"volume {volume['name']} needs key {item['key']!r} of ConfigMap {name}")
+            (folder / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+            (folder / item["path"]).write_text(data[item["key"]])
 
     def start(self) -> LocalPod:
         """Write the config, make the folders, start the process (output into ``pod.log``)."""

@@ -459,6 +459,7 @@ class LocalRun:
             work=self.work,
             namespace=resource.namespace,
             secrets=self.manifests.secrets,
+            config_maps=self.manifests.config_maps,
             extra_args=extra_args,
         )
         try:

@@ -2,13 +2,18 @@
 
 The results travel back through the report ConfigMap (:mod:`kubellm.operator.manifests.reporting`):
 the runtime writes ``result.json`` (the status payload) and ``report.md`` there.
+
+A dataset named by ``configMapKeyRef`` is mounted (that key only) at
+``/mnt/configmap/<name>/<key>``, and the run document names that file as the dataset's ``uri``;
+a ``pvc://`` dataset's claim is mounted read-only; an ``hf://`` dataset is read by the pod, its
+token from ``tokenSecretRef`` in ``HF_TOKEN``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kubellm.contract.experiments import ExperimentConfig, ExperimentRun, RunTarget
+from kubellm.contract.experiments import ExperimentConfig, ExperimentDataset, ExperimentRun, RunTarget
 from kubellm.contract.schema import EXIT_BAD_INPUT, run_document
 from kubellm.operator.api.promptexperiment import PromptExperimentSpec
 from kubellm.operator.manifests.common import (
@@ -16,11 +21,13 @@ from kubellm.operator.manifests.common import (
     CONFIG_FILE,
     CONFIG_HASH_ANNOTATION,
     Owner,
+    claim_volumes,
     config_hash,
     config_map,
     metadata,
     pod_failure_policy,
     pod_spec,
+    pvc_claims,
     runtime_container,
     secret_env,
 )
@@ -28,16 +35,22 @@ from kubellm.operator.manifests.reporting import build_report_children, report_e
 
 __all__ = [
     "COMPONENT",
+    "DATASET_CONFIG_MAP_ROOT",
     "OUTPUT_DIR",
     "build_children",
     "build_experiment_config_map",
     "build_experiment_job",
     "config_map_name",
+    "dataset_file",
+    "dataset_volumes",
     "job_name",
 ]
 
 COMPONENT = "experiment"
 OUTPUT_DIR = "/tmp/kubellm-experiment"
+DATASET_CONFIG_MAP_ROOT = "/mnt/configmap"
+"""Where a dataset's ConfigMap key is mounted: ConfigMap ``c``, key ``k`` at ``/mnt/configmap/c/k``."""
+DATASET_VOLUME = "dataset"
 
 
 def config_map_name(owner: Owner) -> str:
@@ -50,11 +63,37 @@ def job_name(owner: Owner) -> str:
     return owner.child_name()
 
 
+def dataset_file(dataset: ExperimentDataset) -> str | None:
+    """The file in the pod holding a ``configMapKeyRef`` dataset's rows (None for other sources)."""
+    ref = dataset.config_map_key_ref
+    return f"{DATASET_CONFIG_MAP_ROOT}/{ref.name}/{ref.key}" if ref is not None else None
+
+
+def _resolved_dataset(dataset: ExperimentDataset) -> ExperimentDataset:
+    """The dataset as the pod reads it: a ConfigMap key becomes the file it is mounted as."""
+    path = dataset_file(dataset)
+    if path is None:
+        return dataset
+    return dataset.model_copy(update={"config_map_key_ref": None, "uri": path})
+
+
 def experiment_run(owner: Owner, spec: PromptExperimentSpec, endpoint: str, model: str) -> ExperimentRun:
     """What ``kubellm experiment --config`` reads: the definition, the name, the resolved endpoint and model."""
     definition = {name: getattr(spec, name) for name in ExperimentConfig.model_fields}
+    definition["dataset"] = _resolved_dataset(spec.dataset)
     target = RunTarget(url=endpoint, model=model, api=spec.target.api)
     return ExperimentRun(**definition, name=owner.name, target=target)
+
+
+def dataset_volumes(dataset: ExperimentDataset) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts for the dataset: its ConfigMap key, or its claim (read-only), or none."""
+    ref = dataset.config_map_key_ref
+    if ref is None:
+        return claim_volumes(pvc_claims([dataset.uri]))
+    items = [{"key": ref.key, "path": ref.key}]
+    volume = {"name": DATASET_VOLUME, "configMap": {"name": ref.name, "items": items}}
+    mount = {"name": DATASET_VOLUME, "mountPath": f"{DATASET_CONFIG_MAP_ROOT}/{ref.name}", "readOnly": True}
+    return [volume], [mount]
 
 
 def build_experiment_config_map(owner: Owner, spec: PromptExperimentSpec, endpoint: str, model: str) -> dict[str, Any]:
@@ -68,8 +107,13 @@ def build_experiment_job(
 ) -> dict[str, Any]:
     """The Job: one pod sending every variant to ``endpoint`` and reporting into the report ConfigMap."""
     args = ["experiment", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--output", OUTPUT_DIR]
-    env = [*secret_env("KUBELLM_TARGET_API_KEY", spec.target.api_key_secret_ref), *report_env(owner)]
-    container = runtime_container(spec, image, args, env, [])
+    env = [
+        *secret_env("KUBELLM_TARGET_API_KEY", spec.target.api_key_secret_ref),
+        *secret_env("HF_TOKEN", spec.dataset.token_secret_ref),
+        *report_env(owner),
+    ]
+    volumes, mounts = dataset_volumes(spec.dataset)
+    container = runtime_container(spec, image, args, env, mounts)
     cm_hash = config_hash(build_experiment_config_map(owner, spec, endpoint, model)["data"])
     template = {
         "metadata": {
@@ -80,7 +124,7 @@ def build_experiment_job(
             spec,
             container,
             config_map_name(owner),
-            [],
+            volumes,
             restartPolicy="Never",
             serviceAccountName=report_name(owner),
             automountServiceAccountToken=True,

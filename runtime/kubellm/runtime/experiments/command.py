@@ -4,10 +4,11 @@
 operator writes (:class:`~kubellm.contract.experiments.ExperimentRun`), sends every variant's
 prompts to the OpenAI-compatible endpoint, and writes ``result.json`` (the status payload),
 ``report.md`` and ``scores.png`` into DIR, with ``requests.jsonl`` so that a restarted run
-resumes where it stopped. It prints the per-variant
-table and exits 0 once the experiment completed, whatever the verdict. Bad input or a run that
-cannot complete prints one line on stderr and exits non-zero: 2 for unusable input, 1 when the
-run failed, 130 when interrupted.
+resumes where it stopped. The rows are the document's inline rows or are read from the source
+it names (:mod:`~kubellm.runtime.experiments.dataset`); ``--dataset FILE`` reads a file instead.
+It prints the per-variant table and exits 0 once the experiment completed, whatever the
+verdict. Bad input or a run that cannot complete prints one line on stderr and exits non-zero:
+2 for unusable input (a dataset too), 1 when the run failed, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kubellm.runtime import settings as command_settings
 from kubellm.runtime.errors import CommandError, ConfigError
 from kubellm.runtime.reporting import Reporter, ThrottledStatus, reporter_from_env
 
-from .dataset import load_rows
+from .dataset import from_file, load_dataset
 from .experiment import RunSettings, run_experiment
 from .report import REPORT_FILE, RESULT_FILE, answer_notes, power_note, variant_table
 from .results import ExperimentResult
@@ -57,7 +58,8 @@ def _settings(options: ExperimentOptions, job: ExperimentRun, status: ThrottledS
 def _prepare(args: argparse.Namespace, status: ThrottledStatus) -> tuple[ExperimentRun, list[DatasetRow], RunSettings]:
     options = ExperimentOptions.from_args(args)
     job = load_experiment(options)
-    rows = load_rows(options.dataset) if options.dataset else list(job.dataset.rows)
+    dataset = from_file(job.dataset, options.dataset) if options.dataset else job.dataset
+    rows = load_dataset(dataset, job.scorers)
     return job, rows, _settings(options, job, status)
 
 

@@ -32,7 +32,9 @@ class ExperimentOptions(command_settings.CommandOptions):
         description="Folder for result.json, report.md and the resumable request log.",
     )
     dataset: Path | None = Field(
-        default=None, description="JSONL or CSV file of rows (input, expected, vars) replacing the document's rows."
+        default=None,
+        description="JSONL, JSON, CSV or Parquet file of rows read instead of the document's dataset source "
+        "(its inputField, expectedField, maxRows and seed still apply).",
     )
     request_timeout: float = Field(default=120.0, gt=0, description="Seconds to wait for one answer.")
     max_retries: int = Field(

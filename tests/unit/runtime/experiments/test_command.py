@@ -71,4 +71,6 @@ def test_dataset_file_rows_are_checked_against_the_scorers(tmp_path: Path, capsy
     rows.write_text('{"input": "What is 1 + 1?"}\n')
     code = _run("--config", str(_document(tmp_path)), "--endpoint", "http://127.0.0.1:9/v1", "--dataset", str(rows))
     assert code == 2
-    assert _one_line(capsys).startswith("kubellm experiment: scorers exact, contains need expected on every row")
+    assert _one_line(capsys).startswith(
+        "kubellm experiment: scorers exact, contains need an expected answer on every row"
+    )

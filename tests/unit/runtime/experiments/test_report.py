@@ -68,13 +68,13 @@ def _records(config: ExperimentConfig) -> dict[RequestKey, RequestRecord]:
 
 def _result(config: ExperimentConfig) -> ExperimentResult:
     records = _records(config)
-    table = score_requests(config, config.dataset.rows, compile_variants(config.variants), records)
+    table = score_requests(config, config.dataset.rows or [], compile_variants(config.variants), records)
     return analyse(config, table, records, ExperimentProgress(completed=120, total=120, percent=100))
 
 
 def test_scores_are_shaped_variants_rows_samples_and_row_means_skip_missing() -> None:
     config = _config()
-    table = score_requests(config, config.dataset.rows, compile_variants(config.variants), _records(config))
+    table = score_requests(config, config.dataset.rows or [], compile_variants(config.variants), _records(config))
     assert table.metrics["exact"].shape == (2, ROWS, 2)
     assert table.row_values("exact", "reasoned").tolist() == [1.0] * ROWS  # answer extracted from the reasoning
     latency = table.row_values("latency", "plain")
@@ -172,7 +172,7 @@ def _counted_records() -> dict[RequestKey, RequestRecord]:
 def test_answers_cut_off_or_without_an_answer_are_counted_not_silent(tmp_path: Path) -> None:
     config = _counted_config()
     records = _counted_records()
-    table = score_requests(config, config.dataset.rows, compile_variants(config.variants), records)
+    table = score_requests(config, config.dataset.rows or [], compile_variants(config.variants), records)
     assert table.unextracted == {"reasoned": 1}
     assert table.row_values("contains", "reasoned").tolist() == [1.0, 1.0, 0.0, 0.0]
     result = analyse(config, table, records, ExperimentProgress(completed=8, total=8, percent=100))

@@ -39,7 +39,7 @@ def _config(**overrides: Any) -> ExperimentConfig:
 
 
 def _plan(config: ExperimentConfig) -> list[PlannedRequest]:
-    return plan_requests(config, config.dataset.rows, compile_variants(config.variants), "chat", "m")
+    return plan_requests(config, config.dataset.rows or [], compile_variants(config.variants), "chat", "m")
 
 
 def test_plan_is_paired_row_by_row_with_shared_seeds() -> None:
