@@ -28,6 +28,7 @@ from benchmarks.real_measure import (
     QUICK,
     Plan,
     Served,
+    measure_bandwidth,
     measure_engine,
     measure_in_process,
 )
@@ -87,8 +88,9 @@ def run(options: RunOptions) -> FamilyResult:
     llama_why = llama_cpp_missing()
     model = _model(with_llama_cpp=not llama_why)
     cores = len(os.sched_getaffinity(0))
+    bandwidth = measure_bandwidth(plan)
     served = _servers(model, plan, options.threads, cores)
     lengths = [max(1, tokens) for _, tokens in served[FP32].per_token]
-    local = measure_in_process(model.uri, plan, lengths)
+    local = measure_in_process(model.uri, plan, lengths, bandwidth)
     skipped = dict.fromkeys((LLAMA_Q4, LLAMA_F32, LLAMA_Q8), llama_why) if llama_why else {}
     return result(served, local, plan, options, skipped=skipped, llama_threads=cores)

@@ -288,8 +288,8 @@ def _workload(plan: Plan, options: RunOptions, llama_threads: int) -> str:
         f"clients. Agreement: {plan.agreement_prompts} prompts, {plan.agreement_tokens} greedy tokens, in-process. "
         f"Overhead: {plan.overhead_prompts} prompts of {plan.overhead_tokens} tokens one at a time, non-streamed, "
         "against in-process generate asked for as many tokens. "
-        f"Bandwidth: best of {plan.bandwidth_repeats} sums of a {plan.bandwidth_gib:g} GiB float32 tensor "
-        "on every core."
+        f"Bandwidth, before any server starts: best of {plan.bandwidth_repeats} sums of a {plan.bandwidth_gib:g} GiB "
+        "float32 tensor, on one thread and on every core."
     )
 
 
@@ -297,6 +297,8 @@ NOTES = [
     "llama-cpp-python's server runs one request at a time: concurrent requests queue, none are batched together.",
     "kubellm serve runs with its default settings: at most 8 sequences decoded together (maxBatchSize).",
     "Time to first token is the first streamed chunk that carries text, seen by the client.",
+    "The bandwidth bound is that of the fp32 weights: int8, Q8_0 and Q4_1 read fewer bytes per token, so their "
+    "own bounds are higher by as much as their weights are smaller.",
     "Free-running agreement compares int8's and fp32's greedy outputs position by position, so one early "
     "difference counts against every later token; fed fp32's own output, each position is judged on its own.",
 ]
