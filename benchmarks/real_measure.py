@@ -29,6 +29,7 @@ from benchmarks.processes import ServerFailedError, free_port, running_server
 
 __all__ = [
     "FP32",
+    "FP32_EVERY_CORE",
     "FULL",
     "INT8",
     "LLAMA_F32",
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 FP32, INT8 = "kubellm serve fp32", "kubellm serve int8"
+FP32_EVERY_CORE = "kubellm serve fp32, every core"
+"""Measured too when kubellm's default leaves cores unused: what the default thread count costs or saves."""
 LLAMA_Q4, LLAMA_F32, LLAMA_Q8 = "llama.cpp Q4_1 (shipped file)", "llama.cpp F32", "llama.cpp Q8_0"
 CHAT_MESSAGE = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 OPENERS = [
