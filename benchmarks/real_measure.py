@@ -6,13 +6,14 @@
 - time to first token and peak resident memory of every server;
 - int8 against fp32: weight bytes and greedy token agreement (in-process, same prompts);
 - batch-1 requests to kubellm serve, and in-process ``generate`` on the same prompts;
-- the memory read bandwidth.
+- the memory read bandwidth (best of one thread and every core).
 """
 
 from __future__ import annotations
 
 import gc
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from benchmarks.processes import ServerFailedError, free_port, running_server
 
 __all__ = [
     "FP32",
+    "FP32_EVERY_CORE",
     "FULL",
     "INT8",
     "LLAMA_F32",
@@ -39,12 +41,15 @@ __all__ = [
     "Served",
     "forced_agreement",
     "level_jobs",
+    "measure_bandwidth",
     "measure_engine",
     "measure_in_process",
     "story_prompts",
 ]
 
 FP32, INT8 = "kubellm serve fp32", "kubellm serve int8"
+FP32_EVERY_CORE = "kubellm serve fp32, every core"
+"""Measured too when kubellm's default leaves cores unused: what the default thread count costs or saves."""
 LLAMA_Q4, LLAMA_F32, LLAMA_Q8 = "llama.cpp Q4_1 (shipped file)", "llama.cpp F32", "llama.cpp Q8_0"
 CHAT_MESSAGE = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 OPENERS = [
@@ -272,15 +277,23 @@ def _generate_per_token(source: str, plan: Plan, lengths: list[int]) -> list[tup
 
     loaded = load_model(source)
     model = loaded.model.eval()
+    eos = model.generation_config.eos_token_id
+    if isinstance(eos, int):  # a GGUF conversion names one end token; generated_lengths reads a list
+        model.generation_config.eos_token_id = [eos]
     prompts = story_prompts(plan.overhead_prompts)
     sequential(model, loaded.tokenizer, [(p, 8) for p in prompts[:2]])  # warm-up
     result = sequential(model, loaded.tokenizer, list(zip(prompts, lengths, strict=True)))
     return [(record.latency, record.tokens) for record in result.records]
 
 
-def measure_in_process(source: str, plan: Plan, server_lengths: list[int]) -> InProcess:
-    """Bandwidth, then int8 figures, then in-process generate (each model freed before the next)."""
-    bandwidth = read_bandwidth(plan.bandwidth_gib, plan.bandwidth_repeats)
+def measure_bandwidth(plan: Plan) -> float:
+    """The best read bandwidth, bytes/s, on one thread and on every core (a busy machine may favour either)."""
+    cores = len(os.sched_getaffinity(0))
+    return max(read_bandwidth(plan.bandwidth_gib, plan.bandwidth_repeats, threads) for threads in {1, cores})
+
+
+def measure_in_process(source: str, plan: Plan, server_lengths: list[int], bandwidth: float) -> InProcess:
+    """int8 figures, then in-process generate (each model freed before the next), with the measured bandwidth."""
     weights, agreed, forced = _int8_figures(source, plan)
     gc.collect()
     per_token = _generate_per_token(source, plan, server_lengths) if server_lengths else []

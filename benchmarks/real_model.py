@@ -20,6 +20,7 @@ from benchmarks.engines import Engine, kubellm_engine, llama_cpp_engine, llama_c
 from benchmarks.figures import FamilyResult, RunOptions
 from benchmarks.real_measure import (
     FP32,
+    FP32_EVERY_CORE,
     FULL,
     INT8,
     LLAMA_F32,
@@ -28,6 +29,7 @@ from benchmarks.real_measure import (
     QUICK,
     Plan,
     Served,
+    measure_bandwidth,
     measure_engine,
     measure_in_process,
 )
@@ -67,15 +69,17 @@ def _model(with_llama_cpp: bool) -> Model:
     return Model(SMOLLM2_URI, folder, files)
 
 
-def _servers(model: Model, plan: Plan, threads: int, llama_threads: int) -> dict[str, Served]:
+def _servers(model: Model, plan: Plan, threads: int, cores: int) -> dict[str, Served]:
     int8_levels = tuple(level for level in plan.int8_levels if level in plan.levels)
     runs: list[tuple[Engine, tuple[int, ...], bool]] = [
         (kubellm_engine(FP32, model.uri, threads), plan.levels, True),
         (kubellm_engine(INT8, model.uri, threads, "--quantization", "int8"), int8_levels, False),
         (transformers_cb_engine(model.folder, threads), plan.levels, False),
     ]
+    if threads < cores:
+        runs.append((kubellm_engine(FP32_EVERY_CORE, model.uri, cores), int8_levels, False))
     runs += [
-        (llama_cpp_engine(name, path, llama_threads), int8_levels if name == LLAMA_Q8 else plan.levels, False)
+        (llama_cpp_engine(name, path, cores), int8_levels if name == LLAMA_Q8 else plan.levels, False)
         for name, path in model.gguf.items()
     ]
     return {engine.name: measure_engine(engine, plan, levels, overhead=overhead) for engine, levels, overhead in runs}
@@ -87,8 +91,9 @@ def run(options: RunOptions) -> FamilyResult:
     llama_why = llama_cpp_missing()
     model = _model(with_llama_cpp=not llama_why)
     cores = len(os.sched_getaffinity(0))
+    bandwidth = measure_bandwidth(plan)
     served = _servers(model, plan, options.threads, cores)
     lengths = [max(1, tokens) for _, tokens in served[FP32].per_token]
-    local = measure_in_process(model.uri, plan, lengths)
+    local = measure_in_process(model.uri, plan, lengths, bandwidth)
     skipped = dict.fromkeys((LLAMA_Q4, LLAMA_F32, LLAMA_Q8), llama_why) if llama_why else {}
     return result(served, local, plan, options, skipped=skipped, llama_threads=cores)

