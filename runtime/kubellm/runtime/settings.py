@@ -45,14 +45,16 @@ ENV_PREFIX = "KUBELLM_"
 RunT = TypeVar("RunT", bound=ConfigModel)
 
 
-def document_option(run: type[ConfigModel], path: str, **extra: Any) -> Any:
+def document_option(run: type[ConfigModel], path: str, metavar: str | None = None) -> Any:
     """A field that overrides the run document's field at ``path`` (wire names, dot-separated).
 
-    The flag's help is the document field's description; a URI of a source given this way
-    replaces the document's whole source (a revision belonged to the old one).
+    The flag's help is the document field's description (``metavar`` names its value in the
+    help); a URI of a source given this way replaces the document's whole source (a revision
+    belonged to the old one).
     """
     info = _field_at(run, path)
-    return FieldInfo(default=None, description=info.description, json_schema_extra={"document": path}, **extra)
+    extra: dict[str, Any] = {"document": path, **({"metavar": metavar} if metavar else {})}
+    return FieldInfo(default=None, description=info.description, json_schema_extra=extra)
 
 
 class CommandOptions(BaseSettings):
@@ -94,7 +96,10 @@ def add_arguments(parser: argparse.ArgumentParser, options: type[CommandOptions]
             continue
         flag = "--" + name.replace("_", "-")
         help_text = f"{info.description or ''} [env {ENV_PREFIX}{name.upper()}]"
-        parser.add_argument(flag, dest=name, default=None, help=help_text, **_argparse_kind(info))
+        kind = _argparse_kind(info)
+        if isinstance(extra.get("metavar"), str):
+            kind["metavar"] = extra["metavar"]
+        parser.add_argument(flag, dest=name, default=None, help=help_text, **kind)
 
 
 def read_document(path: Path) -> dict[str, Any]:
@@ -200,7 +205,7 @@ def _argparse_kind(info: FieldInfo) -> dict[str, Any]:
     if get_origin(annotation) is Literal:
         return {"choices": get_args(annotation)}
     if get_origin(annotation) is list:
-        return {"action": "append", "metavar": "NAME=SOURCE"}
+        return {"action": "append"}
     if annotation in (int, float, Path):
         return {"type": annotation}
     return {}

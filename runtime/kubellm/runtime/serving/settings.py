@@ -67,7 +67,7 @@ class ServeOptions(CommandOptions, ServerProcess):
     model: str | None = document_option(ServerRun, "model.uri")
     served_model_name: str | None = document_option(ServerRun, "servedModelName")
     base_model_name: str | None = document_option(ServerRun, "baseModelName")
-    adapter: Annotated[list[str] | None, NoDecode] = document_option(ServerRun, "adapters")
+    adapter: Annotated[list[str] | None, NoDecode] = document_option(ServerRun, "adapters", metavar="NAME=SOURCE")
     quantization: Quantization | None = document_option(ServerRun, "serving.quantization")
     redis_url: str | None = document_option(ServerRun, "serving.cache.url")
     cache_ttl: int | None = document_option(ServerRun, "serving.cache.ttlSeconds")
