@@ -62,7 +62,7 @@ def engine_for(model: str = MODEL) -> Engine:
     share a core with them slow every step down many times over.
     """
     torch.set_num_threads(1)
-    return load_engine(server_settings().model_copy(update={"model": model}))
+    return load_engine(server_settings().model_copy(update={"model": ModelSource(uri=model)}))
 
 
 def tiny_engine() -> Engine:

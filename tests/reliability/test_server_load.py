@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from kubellm.contract.schema import ModelSource
 from tests.reliability.conftest import RecordFigure
 from tests.reliability.test_server_harness import (
     AREA,
@@ -103,7 +104,7 @@ def _p99(values: list[float]) -> float:
 
 def test_twice_the_capacity_gets_only_429_or_503_and_no_crash(figure: RecordFigure) -> None:
     settings = server_settings(max_concurrent=CONCURRENT, max_batch_size=CONCURRENT, max_queue=QUEUE, max_tokens=64)
-    settings = settings.model_copy(update={"model": MODEL})
+    settings = settings.model_copy(update={"model": ModelSource(uri=MODEL)})
     with serving(settings, engine_for(MODEL)) as server:
         capacity = asyncio.run(_capacity(server.url))
         answers, peak = asyncio.run(_overload(server, 2 * capacity))
