@@ -117,7 +117,11 @@ def test_examples_reach_their_states(crds: Cluster, namespace: str, start_operat
     assert _container(experiment_job)["args"] == ["experiment", "--config", "/etc/kubellm/config.yaml", "--output",
                                                   "/tmp/kubellm-experiment"]  # fmt: skip
     experiment_config = json.loads(get_json(cluster, "-n", ns, "cm/prompt-styles-config")["data"]["config.yaml"])
-    assert experiment_config["target"] == {"url": f"http://smollm2.{ns}.svc:80/v1", "model": "smollm2", "api": "chat"}
+    assert experiment_config["target"] == {
+        "url": f"http://smollm2.{ns}.svc:80/v1",
+        "model": "smollm2-base",
+        "api": "chat",
+    }
     # The runtime's side: write the result into the report ConfigMap.
     patch = json.dumps({"data": {"result.json": json.dumps(RESULT), "report.md": "# prompt-styles\n"}})
     cluster.kubectl("patch", "-n", ns, "cm/prompt-styles-report", "--type=merge", "-p", patch)
