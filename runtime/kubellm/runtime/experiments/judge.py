@@ -12,7 +12,8 @@ Bias controls:
 - **Position**: when a reference is shown, whether it comes before or after the answer is drawn
   per row and sample from a fixed seed (:func:`reference_first`), so every variant of a row
   sees the same order and about half the rows put it first. The report gives the mean grade
-  with the reference first and with it last.
+  with the reference first and with it last, and a Welch t-test of the gap (the order is random,
+  so a significant gap is the judge's, not the rows').
 - **Verbosity**: the prompt says length is no merit, and the report gives each variant's mean
   answer length beside its judge score and the rank correlation between length and grade
   across all answers, with a note when it is strong (:data:`STRONG_CORRELATION`).
@@ -375,6 +376,9 @@ class JudgeReport(ReportModel):
     mean_grade_reference_last: float | None = Field(
         default=None, description="Mean grade of the answers shown before the reference."
     )
+    position_p_value: float | None = Field(
+        default=None, description="Welch t-test p-value of the gap between those two means."
+    )
     length_grade_correlation: float | None = Field(
         default=None, description="Spearman correlation of answer length (characters) and grade, over all answers."
     )
@@ -390,6 +394,13 @@ def _correlation(lengths: Sequence[int], grades: Sequence[int]) -> float | None:
         return None  # no spread: a correlation says nothing
     rho = float(stats.spearmanr(lengths, grades).statistic)
     return rho if math.isfinite(rho) else None
+
+
+def _position_p_value(first: Sequence[float], last: Sequence[float]) -> float | None:
+    if len(first) < 2 or len(last) < 2 or len(set(first) | set(last)) < 2:
+        return None
+    p_value = float(stats.ttest_ind(first, last, equal_var=False).pvalue)
+    return p_value if math.isfinite(p_value) else None
 
 
 def judge_report(scorer: Scorer, variants: Sequence[str], judgements: Sequence[JudgementRecord]) -> JudgeReport:
@@ -408,13 +419,16 @@ def judge_report(scorer: Scorer, variants: Sequence[str], judgements: Sequence[J
                 mean_answer_chars=_mean([float(record.answer_chars) for record in mine]),
             )
         )
+    first = [float(r.grade or 0) for r in graded if r.reference_first is True]
+    last = [float(r.grade or 0) for r in graded if r.reference_first is False]
     return JudgeReport(
         scorer=scorer.name,
         scale=scorer.judge.scale,
         judged=len(graded),
         failed=len(judgements) - len(graded),
-        mean_grade_reference_first=_mean([float(r.grade or 0) for r in graded if r.reference_first is True]),
-        mean_grade_reference_last=_mean([float(r.grade or 0) for r in graded if r.reference_first is False]),
+        mean_grade_reference_first=_mean(first),
+        mean_grade_reference_last=_mean(last),
+        position_p_value=_position_p_value(first, last),
         length_grade_correlation=_correlation([record.answer_chars for record in graded], grades),
         variants=per_variant,
     )

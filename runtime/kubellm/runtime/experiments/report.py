@@ -164,8 +164,8 @@ def comparison_table(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
-POSITION_GAP = 0.5
-"""Grades between the reference-first and reference-last means from which the report points the gap out."""
+POSITION_ALPHA = 0.05
+"""The report points out a gap between the reference-first and reference-last grades significant at this level."""
 
 
 def judge_notes(result: ExperimentResult) -> list[str]:
@@ -177,11 +177,11 @@ def judge_notes(result: ExperimentResult) -> list[str]:
                 f"{judge.scorer}: {judge.failed} failed judgements (no grade after one retry, or the judge's server "
                 "failed) are left out of its means"
             )
-        first, last = judge.mean_grade_reference_first, judge.mean_grade_reference_last
-        if first is not None and last is not None and abs(first - last) >= POSITION_GAP:
+        first, last, p_value = judge.mean_grade_reference_first, judge.mean_grade_reference_last, judge.position_p_value
+        if p_value is not None and p_value < POSITION_ALPHA:
             notes.append(
                 f"{judge.scorer}: answers shown before the reference got {_number(last)} on average, after it "
-                f"{_number(first)}: the judge may favour a position"
+                f"{_number(first)} (p={_number(p_value)}): the judge favours a position"
             )
         rho = judge.length_grade_correlation
         if rho is not None and abs(rho) >= STRONG_CORRELATION:
@@ -218,7 +218,7 @@ def judge_section(result: ExperimentResult) -> list[str]:
             "",
             f"- {judge.judged} answers graded 1-{judge.scale}; {judge.failed} failed judgements (left out)",
             f"- position: mean grade {_number(first)} with the reference before the answer, {_number(last)} with it "
-            "after (the order is drawn per row, the same for every variant)",
+            f"after (p={_number(judge.position_p_value)}; the order is drawn per row, the same for every variant)",
             f"- verbosity: Spearman correlation of answer length and grade {'-' if rho is None else f'{rho:.2f}'}",
             "",
             *_judge_table(judge, result),

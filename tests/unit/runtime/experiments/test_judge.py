@@ -261,6 +261,7 @@ def test_the_report_shows_length_beside_grade_and_their_correlation() -> None:
     assert report.length_grade_correlation is not None and report.length_grade_correlation > 0.8
     # even rows (reference first) have the lower grade of each pair
     assert report.mean_grade_reference_first == 3.0 and report.mean_grade_reference_last == 4.0
+    assert report.position_p_value is not None and report.position_p_value < 0.05
 
 
 def test_no_spread_no_correlation() -> None:
@@ -268,18 +269,22 @@ def test_no_spread_no_correlation() -> None:
     report = judge_report(SCORER, ["a"], same)
     assert report.length_grade_correlation is None
     assert report.mean_grade_reference_first is None and report.mean_grade_reference_last is None
+    assert report.position_p_value is None
     assert judge_report(SCORER, ["a"], []).variants[0].mean_grade is None
 
 
 def test_the_report_notes_a_strong_length_correlation_a_position_gap_and_failed_judgements() -> None:
-    records = [_record("a", r, grade=1 + r // 4, chars=10 * (r + 1), first=r < 10) for r in range(20)]
+    records = [_record("a", r, grade=1 + r // 4, chars=10 * (r + 1), first=r >= 10) for r in range(20)]
     report = judge_report(SCORER, ["a"], [*records, _record("a", 20, grade=None, reply="?")])
     progress = ExperimentProgress(completed=21, total=21, percent=100)
     result = ExperimentResult(progress=progress, judges=[report])
     notes = judge_notes(result)
     assert any("1 failed judgements" in note for note in notes)
     assert any("correlate strongly (Spearman 0.9" in note and "longer" in note for note in notes)
-    assert any("may favour a position" in note for note in notes)
+    assert any(
+        "before the reference got 1.8 on average, after it 4.2" in note and "favours a position" in note
+        for note in notes
+    )
     section = "\n".join(judge_section(result))
     assert "## Judges" in section and "mean answer length (chars)" in section and "| a | - | 3 | 105 | 20 |" in section
     assert (
