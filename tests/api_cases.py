@@ -469,6 +469,38 @@ _PEXP: list[InvalidCase] = [
         message="pattern is required for regex scorers",
     ),
     InvalidCase(
+        "pexp-judge-without-judge-block",
+        "promptexperiment",
+        _spec(scorers=[{"name": "quality", "type": "judge"}]),
+        "spec.scorers[0].judge",
+        "cel",
+        message="judge is required for judge scorers",
+    ),
+    InvalidCase(
+        "pexp-judge-block-on-exact-scorer",
+        "promptexperiment",
+        _spec(scorers=[{"name": "exact", "type": "exact", "judge": {"url": "http://judge/v1", "rubric": "Correct."}}]),
+        "spec.scorers[0].judge",
+        "cel",
+        message="judge is required for judge scorers and allowed only for them",
+    ),
+    InvalidCase(
+        "pexp-judge-with-two-servers",
+        "promptexperiment",
+        _spec(
+            scorers=[
+                {
+                    "name": "quality",
+                    "type": "judge",
+                    "judge": {"url": "http://judge/v1", "modelDeploymentRef": {"name": "judge"}, "rubric": "Correct."},
+                }
+            ]
+        ),
+        "spec.scorers[0].judge",
+        "cel",
+        message="exactly one of modelDeploymentRef or url must be set",
+    ),
+    InvalidCase(
         "pexp-scorer-type-not-in-enum",
         "promptexperiment",
         _spec(scorers=[{"name": "accuracy", "type": "accuracy"}]),

@@ -101,12 +101,28 @@ def _serving_document(tmp_path: Path) -> tuple[dict[str, Any], type[ConfigModel]
     return document, ServerRun
 
 
+def _full_experiment_spec() -> PromptExperimentSpec:
+    spec = _example_spec("PromptExperiment")
+    graded = {"modelDeploymentRef": {"name": "grader"}, "rubric": "Correct.", "apiKeySecretRef": SECRET}
+    direct = {"url": "http://judge:8000/v1", "model": "judge", "rubric": "Plain.", "scale": 10, "maxTokens": 16}
+    spec["scorers"] = [
+        *spec["scorers"],
+        {"name": "quality", "type": "judge", "judge": graded},
+        {"name": "plain", "type": "judge", "weight": "0", "judge": direct},
+    ]
+    return PromptExperimentSpec.model_validate(spec)
+
+
 def _experiment_document(tmp_path: Path) -> tuple[dict[str, Any], type[ConfigModel]]:
-    spec = PromptExperimentSpec.model_validate(_example_spec("PromptExperiment"))
-    config_map = promptexperiment.build_experiment_config_map(OWNER, spec, "http://llm.default.svc:80/v1", "llm")
+    judges = {"quality": promptexperiment.JudgeEndpoint(url="http://grader.default.svc:80/v1", model="grader")}
+    config_map = promptexperiment.build_experiment_config_map(
+        OWNER, _full_experiment_spec(), "http://llm.default.svc:80/v1", "llm", judges=judges
+    )
     path, document = _write(tmp_path, config_map)
     options = ExperimentOptions.from_args(_args(experiment_command.add_arguments, "--config", str(path)))
-    assert load_experiment(options).target.model == "llm"
+    run = load_experiment(options)
+    assert run.target.model == "llm"
+    assert [s.judge.url for s in run.scorers if s.judge] == ["http://grader.default.svc:80/v1", "http://judge:8000/v1"]
     return document, ExperimentRun
 
 

@@ -7,6 +7,9 @@
   resolved target (URL, model name, API); ``kubellm experiment --config`` reads it. The operator
   resolves a dataset's ``configMapKeyRef`` to the file it mounts (``uri``) and leaves its
   ``tokenSecretRef`` out (the token arrives as ``HF_TOKEN``).
+- Judges: a ``judge`` scorer's grader is named like the target (``modelDeploymentRef`` or ``url``);
+  the operator writes the resolved ``url`` and ``model`` into the run document and hands the
+  API key over as :func:`judge_api_key_env` of the scorer's name.
 - Reports: per-variant results, comparisons and progress, copied into status.
 """
 
@@ -25,6 +28,7 @@ from kubellm.contract.schema import (
     DecimalString,
     FractionString,
     Identifier,
+    LocalObjectReference,
     ReportModel,
     SecretKeyRef,
     ShortText,
@@ -35,7 +39,9 @@ from kubellm.contract.schema import (
 
 __all__ = [
     "DATASET_URI_PATTERN",
+    "DEFAULT_JUDGE_MAX_TOKENS",
     "DEFAULT_SPLIT",
+    "JUDGE_API_KEY_ENV_PREFIX",
     "REFERENCE_SCORERS",
     "DatasetRow",
     "EarlyStopping",
@@ -45,6 +51,7 @@ __all__ = [
     "ExperimentRun",
     "FewShotExample",
     "GenerationParams",
+    "JudgeConfig",
     "MetricSummary",
     "PowerReport",
     "PromptVariant",
@@ -53,6 +60,7 @@ __all__ = [
     "SequentialReport",
     "VariantComparison",
     "VariantResult",
+    "judge_api_key_env",
 ]
 
 
@@ -218,9 +226,75 @@ class ExperimentDataset(ConfigModel):
         return self
 
 
-ScorerType = Literal["exact", "contains", "regex", "json", "rouge", "bleu", "similarity", "latency"]
+JUDGE_API_KEY_ENV_PREFIX = "KUBELLM_JUDGE_API_KEY_"
+DEFAULT_JUDGE_MAX_TOKENS = 64
+"""Tokens a judge may use for its reply when judge.maxTokens is not set (the reply is one line)."""
+
+
+def judge_api_key_env(scorer: str) -> str:
+    """Where the experiment pod finds the API key of judge scorer ``scorer``'s server (``quality-2`` ->
+    ``KUBELLM_JUDGE_API_KEY_QUALITY_2``)."""
+    return JUDGE_API_KEY_ENV_PREFIX + scorer.upper().replace("-", "_")
+
+
+_ONE_JUDGE_SERVER = CelRule(
+    rule="has(self.modelDeploymentRef) != has(self.url)",
+    message="exactly one of modelDeploymentRef or url must be set",
+)
+
+
+class JudgeConfig(ConfigModel):
+    """The grader of a judge scorer: another model, asked to grade each answer against a rubric."""
+
+    cel_rules = (_ONE_JUDGE_SERVER,)
+
+    model_deployment_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="A ModelDeployment in the namespace that grades; the experiment waits until it is Ready "
+        "(the run document gets its URL and model name instead).",
+    )
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)] | None = Field(
+        default=None, description="Base URL of another OpenAI-compatible server that grades, e.g. http://judge:8000/v1."
+    )
+    model: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None,
+        description="Model name to request. Default: the ModelDeployment's served model name, or the first model "
+        "the server at url lists.",
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the grader's API key (default with modelDeploymentRef: that "
+        "ModelDeployment's apiKeySecretRef); the pod gets it as KUBELLM_JUDGE_API_KEY_<SCORER NAME>.",
+    )
+    rubric: Annotated[str, StringConstraints(min_length=1, max_length=8192)] = Field(
+        description="What a good answer is, in words; shown to the judge with the question, the reference answer "
+        "(when the row has one) and the answer."
+    )
+    scale: int = Field(
+        default=5,
+        ge=2,
+        le=10,
+        description="Grades run from 1 (worst) to scale (best); the scorer's value is (grade - 1) / (scale - 1).",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description=f"Tokens the judge may use for its reply. Default: {DEFAULT_JUDGE_MAX_TOKENS}.",
+    )
+
+    @model_validator(mode="after")
+    def _one_server(self) -> JudgeConfig:
+        check((self.model_deployment_ref is None) == (self.url is None), _ONE_JUDGE_SERVER.message)
+        return self
+
+
+ScorerType = Literal["exact", "contains", "regex", "json", "rouge", "bleu", "similarity", "latency", "judge"]
 REFERENCE_SCORERS = ("exact", "contains", "rouge", "bleu", "similarity")
 """Scorer types that compare the output with each row's expected text."""
+
+
+_JUDGE_BLOCK = "judge is required for judge scorers and allowed only for them"
 
 
 class Scorer(ConfigModel):
@@ -232,6 +306,11 @@ class Scorer(ConfigModel):
             message="pattern is required for regex scorers and allowed only for them",
             field_path=".pattern",
         ),
+        CelRule(
+            rule="(self.type == 'judge') == has(self.judge)",
+            message=_JUDGE_BLOCK,
+            field_path=".judge",
+        ),
     )
 
     name: Identifier = Field(description="Scorer name, unique in the experiment; a primaryMetric candidate.")
@@ -239,7 +318,8 @@ class Scorer(ConfigModel):
         description="exact (the answer equals expected) or contains (expected occurs in the answer as whole "
         "words), both after answer normalisation: case folded, punctuation, articles (a, an, the) and extra "
         "whitespace dropped, number words up to the thousands written as digits; regex (pattern matches), json "
-        "(valid JSON), rouge (ROUGE-L F1), bleu, similarity (embedding cosine), latency (lower is better)."
+        "(valid JSON), rouge (ROUGE-L F1), bleu, similarity (embedding cosine), latency (lower is better), judge "
+        "(another model grades each answer against a rubric, see judge)."
     )
     weight: DecimalString = Field(default="1", description="Weight in the combined score, a decimal string.")
     pattern: Annotated[str, StringConstraints(max_length=1024)] | None = Field(
@@ -248,6 +328,12 @@ class Scorer(ConfigModel):
     case_sensitive: bool = Field(
         default=False, description="Compare case-sensitively (exact, contains, regex): case is then not folded."
     )
+    judge: JudgeConfig | None = Field(
+        default=None,
+        description="The grader and its rubric (type judge): asked once per answer, with the reference answer "
+        "placed before or after it at random (the same for every variant of a row); its value is the grade "
+        "scaled to [0, 1], a reply without a grade counts as a failed judgement (excluded).",
+    )
 
     @model_validator(mode="after")
     def _pattern_for_regex(self) -> Scorer:
@@ -255,6 +341,7 @@ class Scorer(ConfigModel):
             (self.type == "regex") != (self.pattern is not None),
             "pattern is required for regex scorers and allowed only for them",
         )
+        check((self.type == "judge") != (self.judge is not None), _JUDGE_BLOCK)
         return self
 
 

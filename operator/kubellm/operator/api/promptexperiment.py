@@ -6,7 +6,8 @@ Job and copies the runtime's results (per-variant metrics with confidence interv
 comparisons with the control, the winner) into status. The summary condition is ``Ready``:
 True once the results are final.
 
-Condition reasons: ``WaitingForTarget`` (the ModelDeployment is not Ready), ``DatasetNotFound``
+Condition reasons: ``WaitingForTarget`` (the target's ModelDeployment, or a judge scorer's, is not
+Ready; the message says which), ``DatasetNotFound``
 (the ConfigMap or key ``dataset.configMapKeyRef`` names is missing; no Job until it exists), ``Running``,
 ``WinnerDeclared`` / ``NoSignificantDifference`` (results final), ``InvalidInput`` (the run exited
 with the code for unusable input, so the Job failed at once without a retry), ``RunFailed``

@@ -1,4 +1,4 @@
-"""PromptExperiment handlers: wait for the dataset's ConfigMap and the target, then a ``kubellm experiment`` Job.
+"""PromptExperiment handlers: wait for the dataset, the target and the judges, then a ``kubellm experiment`` Job.
 
 The results come back through the report ConfigMap (``result.json``, ``report.md``; see
 :mod:`kubellm.operator.manifests.reporting`) and are copied into status. A finished experiment
@@ -26,7 +26,7 @@ from kubellm.operator.manifests.common import Owner
 from kubellm.operator.manifests.reporting import report_name
 from kubellm.operator.status import load_status, now, promptexperiment_status, promptexperiment_waiting
 
-__all__ = ["DatasetNotFoundError", "check_dataset", "reconcile", "register", "resolve_target"]
+__all__ = ["DatasetNotFoundError", "check_dataset", "reconcile", "register", "resolve_judges", "resolve_target"]
 
 
 class DatasetNotFoundError(Exception):
@@ -59,6 +59,25 @@ def resolve_target(op: Operator, owner: Owner, spec: api.PromptExperimentSpec, *
     return server.url, server.model
 
 
+def resolve_judges(
+    op: Operator, owner: Owner, spec: api.PromptExperimentSpec, *, need_ready: bool
+) -> dict[str, manifests.JudgeEndpoint]:
+    """The server of every judge scorer's ``modelDeploymentRef`` (:class:`ServerNotReadyError` to wait)."""
+    judges = {}
+    for scorer in spec.scorers:
+        judge = scorer.judge
+        if judge is None or judge.model_deployment_ref is None:
+            continue
+        name = judge.model_deployment_ref.name
+        try:
+            server = resolve_server(op, owner.namespace, name, judge.model, need_ready=need_ready)
+        except ServerNotReadyError as waiting:
+            raise ServerNotReadyError(f"judge of scorer {scorer.name}: {waiting}") from waiting
+        key = judge.api_key_secret_ref or server.api_key_secret_ref
+        judges[scorer.name] = manifests.JudgeEndpoint(url=server.url, model=server.model, api_key_secret_ref=key)
+    return judges
+
+
 def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger) -> Wait | None:
     """One pass: gate the Job on the target, children in place, status from the Job and the report."""
     owner = Owner.from_body(body)
@@ -78,10 +97,11 @@ def reconcile(op: Operator, body: kopf.Body, patch: kopf.Patch, logger: kopf.Log
         return Wait(str(missing), op.settings.wait_seconds)
     try:
         endpoint, model = resolve_target(op, owner, spec, need_ready=job is None)
+        judges = resolve_judges(op, owner, spec, need_ready=job is None)
     except ServerNotReadyError as waiting:
         publish_status(op, api.KIND, body, patch, promptexperiment_waiting(previous, generation, str(waiting), now()))
         return Wait(str(waiting), op.settings.wait_seconds)
-    children = manifests.build_children(owner, spec, endpoint, model, op.settings.image)
+    children = manifests.build_children(owner, spec, endpoint, model, op.settings.image, judges=judges)
     live = ensure_children(op, api.KIND, children, first_pass=never_reconciled(body))
     report = live[("ConfigMap", report_name(owner))]
     job = live[("Job", manifests.job_name(owner))]

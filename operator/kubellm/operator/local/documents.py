@@ -211,11 +211,26 @@ def _references(resource: Resource) -> list[tuple[str, str]]:
         refs = [spec.fine_tune_job_ref, *(a.fine_tune_job_ref for a in spec.adapters)]
         return [(ftj.KIND, ref.name) for ref in refs if ref is not None]
     if resource.kind == pexp.KIND:
-        target = spec.target.model_deployment_ref
-        return [(mdep.KIND, target.name)] if target is not None else []
+        return [(mdep.KIND, name) for name in _experiment_servers(spec)]
     augmentation = spec.data_augmentation
     ref = augmentation.model_deployment_ref if augmentation is not None else None
     return [(mdep.KIND, ref.name)] if ref is not None else []
+
+
+def _experiment_servers(spec: pexp.PromptExperimentSpec) -> list[str]:
+    """The ModelDeployments a PromptExperiment uses: its target's, then its judges'."""
+    refs = [spec.target.model_deployment_ref, *(s.judge.model_deployment_ref for s in spec.scorers if s.judge)]
+    return list(dict.fromkeys(ref.name for ref in refs if ref is not None))
+
+
+def _missing_hint(resource: Resource, kind: str, name: str) -> str:
+    target = resource.spec.target.model_deployment_ref if resource.kind == pexp.KIND else None
+    if resource.kind == pexp.KIND and (target is None or target.name != name):
+        return (
+            f"grades with ModelDeployment {name} (a judge scorer's modelDeploymentRef), which is not among the "
+            "manifests (add it, or give the judge a url)"
+        )
+    return _MISSING_HINTS[resource.kind, kind].format(name=name)
 
 
 _MISSING_HINTS = {
@@ -248,7 +263,7 @@ def _reference_problems(manifests: ManifestSet) -> list[str]:
     for resource in manifests.resources:
         for kind, name in _references(resource):
             if manifests.find(kind, resource.namespace, name) is None:
-                hint = _MISSING_HINTS[resource.kind, kind].format(name=name)
+                hint = _missing_hint(resource, kind, name)
                 problems.append(f"{resource.source}: {resource.kind} {resource.name} {hint}")
         dataset = _dataset_problem(manifests, resource)
         if dataset is not None:

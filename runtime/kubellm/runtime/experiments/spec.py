@@ -8,16 +8,17 @@ target it resolved (``kubellm run`` takes whole manifests). ``--endpoint`` overr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field
 
-from kubellm.contract.experiments import ExperimentRun
+from kubellm.contract.experiments import ExperimentRun, judge_api_key_env
 from kubellm.runtime import settings as command_settings
 from kubellm.runtime.errors import ConfigError
 
-__all__ = ["ExperimentOptions", "load_experiment", "resolve_endpoint"]
+__all__ = ["ExperimentOptions", "base_url", "judge_api_keys", "load_experiment", "resolve_endpoint"]
 
 
 class ExperimentOptions(command_settings.CommandOptions):
@@ -64,8 +65,20 @@ def resolve_endpoint(run: ExperimentRun) -> str:
         raise ConfigError(
             "no endpoint: pass --endpoint URL (the server's OpenAI-compatible base URL) or set target.url"
         )
+    return base_url(url)
+
+
+def base_url(url: str) -> str:
+    """An OpenAI-compatible base URL as requests use it: ``/v1`` added to a bare host, no trailing slash."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"endpoint {url!r} is not an http(s) URL")
     path = parts.path.rstrip("/") or "/v1"
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def judge_api_keys(run: ExperimentRun, environ: Mapping[str, str]) -> dict[str, str]:
+    """Per judge scorer with a key in the environment (``KUBELLM_JUDGE_API_KEY_<NAME>``): the key."""
+    judges = [scorer.name for scorer in run.scorers if scorer.judge is not None]
+    keys = {name: environ.get(judge_api_key_env(name), "") for name in judges}
+    return {name: key for name, key in keys.items() if key}
