@@ -31,23 +31,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from scipy import stats
 
 from kubellm.contract.experiments import DEFAULT_JUDGE_MAX_TOKENS, DatasetRow, JudgeConfig, Scorer
 from kubellm.contract.schema import ReportModel
 
 from .client import EndpointClient, EndpointUnreachableError, RequestError
-from .runner import RequestKey
+from .runner import RecordLog, RequestKey, fingerprint
 
 __all__ = [
     "JUDGEMENTS_FILE",
@@ -210,10 +208,6 @@ def _body(judge: Judge, prompt: str, seed: int) -> dict[str, Any]:
     }
 
 
-def _fingerprint(body: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def plan_judgements(
     judge: Judge,
     rows: Sequence[DatasetRow],
@@ -228,42 +222,14 @@ def plan_judgements(
         prompt = judge_prompt(judge.config, row.input, answers[key], row.expected, bool(first))
         body = _body(judge, prompt, seeds[key])
         judgement = JudgementKey(judge.scorer, key.variant, key.row, key.sample)
-        planned.append(PlannedJudgement(judgement, body, _fingerprint(body), first, len(answers[key])))
+        planned.append(PlannedJudgement(judgement, body, fingerprint(body), first, len(answers[key])))
     return planned
 
 
-class JudgementLog:
+class JudgementLog(RecordLog[JudgementRecord]):
     """The append-only ``judgements.jsonl`` of a run, read back so that nothing is asked twice."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> dict[JudgementKey, JudgementRecord]:
-        """The latest record per judgement; a line cut short by a kill is skipped."""
-        records: dict[JudgementKey, JudgementRecord] = {}
-        if not self.path.exists():
-            return records
-        with self.path.open(encoding="utf-8") as handle:
-            for line in handle:
-                record = _parse_record(line)
-                if record is not None:
-                    records[record.key] = record
-        return records
-
-    def append(self, record: JudgementRecord) -> None:
-        """Append one record and flush it to the file at once."""
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(record.model_dump_json(exclude_none=True) + "\n")
-            handle.flush()
-
-
-def _parse_record(line: str) -> JudgementRecord | None:
-    if not line.strip():
-        return None
-    try:
-        return JudgementRecord.model_validate_json(line)
-    except ValidationError:
-        return None
+    record_type = JudgementRecord
 
 
 def _settled(record: JudgementRecord | None, fingerprint: str) -> bool:

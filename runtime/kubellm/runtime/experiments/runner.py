@@ -16,10 +16,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -33,9 +33,11 @@ __all__ = [
     "REQUESTS_FILE",
     "PlannedRequest",
     "Progress",
+    "RecordLog",
     "RequestKey",
     "RequestLog",
     "RequestRecord",
+    "fingerprint",
     "pending_requests",
     "plan_requests",
     "seed_for",
@@ -90,7 +92,8 @@ class RequestRecord(BaseModel):
         return self.error is not None
 
 
-def _fingerprint(body: Mapping[str, Any]) -> str:
+def fingerprint(body: Mapping[str, Any]) -> str:
+    """A short digest of a request body: a changed body (a changed spec) is sent again on resume."""
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -118,42 +121,57 @@ def plan_requests(
                 prompt, budget = prompts[variant.name], variant.max_tokens
                 body = request_body(api, model, prompt, config.generation, seed, max_tokens=budget)
                 key = RequestKey(variant.name, row_index, sample)
-                planned.append(PlannedRequest(key=key, body=body, fingerprint=_fingerprint(body)))
+                planned.append(PlannedRequest(key=key, body=body, fingerprint=fingerprint(body)))
     return planned
 
 
-class RequestLog:
-    """The append-only ``requests.jsonl`` of a run, read back to resume."""
+class _Keyed(Protocol):
+    @property
+    def key(self) -> Hashable: ...  # pragma: no cover
+
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+
+
+class RecordLog(Generic[RecordT]):
+    """An append-only JSON-lines log of records, each with a ``key``, read back to resume a run."""
+
+    record_type: type[RecordT]
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def load(self) -> dict[RequestKey, RequestRecord]:
-        """The latest record per request; a line cut short by a kill is skipped."""
-        records: dict[RequestKey, RequestRecord] = {}
+    def load(self) -> dict[Any, RecordT]:
+        """The latest record per key; a line cut short by a kill is skipped."""
+        records: dict[Any, RecordT] = {}
         if not self.path.exists():
             return records
         with self.path.open(encoding="utf-8") as handle:
             for line in handle:
-                record = _parse_record(line)
+                record = self._parse(line)
                 if record is not None:
-                    records[record.key] = record
+                    records[cast(_Keyed, record).key] = record
         return records
 
-    def append(self, record: RequestRecord) -> None:
+    def append(self, record: RecordT) -> None:
         """Append one record and flush it to the file at once."""
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(record.model_dump_json(exclude_none=True) + "\n")
             handle.flush()
 
+    def _parse(self, line: str) -> RecordT | None:
+        if not line.strip():
+            return None
+        try:
+            return self.record_type.model_validate_json(line)
+        except ValidationError:
+            return None
 
-def _parse_record(line: str) -> RequestRecord | None:
-    if not line.strip():
-        return None
-    try:
-        return RequestRecord.model_validate_json(line)
-    except ValidationError:
-        return None
+
+class RequestLog(RecordLog[RequestRecord]):
+    """The append-only ``requests.jsonl`` of a run, read back to resume."""
+
+    record_type = RequestRecord
 
 
 @dataclass
