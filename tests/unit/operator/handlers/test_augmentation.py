@@ -16,7 +16,7 @@ from kubellm.operator.manifests.common import CONFIG_FILE
 from kubellm.operator.metrics import OperatorMetrics
 from kubellm.operator.settings import OperatorSettings
 from tests.api_cases import load_example
-from tests.unit.operator.handlers.test_reconcile import FakeApi
+from tests.unit.operator.handlers.test_reconcile import FakeApi, model_deployment
 
 LOGGER = logging.getLogger("test")
 WRITER = resource_path(API_VERSION, "ModelDeployment", "ns", "writer")
@@ -38,24 +38,7 @@ def _body(status: dict[str, Any] | None = None) -> kopf.Body:
 
 
 def _writer(ready: str, reason: str) -> dict[str, Any]:
-    condition = {
-        "type": "Ready",
-        "status": ready,
-        "reason": reason,
-        "message": "",
-        "lastTransitionTime": "2025-01-01T00:00:00Z",
-    }
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ModelDeployment",
-        "metadata": {"name": "writer", "namespace": "ns"},
-        "spec": {
-            "model": {"uri": "dummy://llama"},
-            "service": {"port": 8080},
-            "apiKeySecretRef": {"name": "k", "key": "a"},
-        },
-        "status": {"conditions": [condition]},
-    }
+    return model_deployment("writer", ready, reason, apiKeySecretRef={"name": "k", "key": "a"})
 
 
 def _waits(op: Operator, api: FakeApi, message: str) -> None:

@@ -18,7 +18,7 @@ from kubellm.operator.manifests.common import CONFIG_FILE, Owner
 from kubellm.operator.metrics import OperatorMetrics
 from kubellm.operator.settings import OperatorSettings
 from tests.api_cases import load_example
-from tests.unit.operator.handlers.test_reconcile import FakeApi
+from tests.unit.operator.handlers.test_reconcile import FakeApi, model_deployment
 
 LOGGER = logging.getLogger("test")
 GRADER = resource_path(API_VERSION, "ModelDeployment", "ns", "grader")
@@ -55,25 +55,9 @@ def _raw() -> dict[str, Any]:
 
 
 def _grader(ready: str, reason: str) -> dict[str, Any]:
-    condition = {
-        "type": "Ready",
-        "status": ready,
-        "reason": reason,
-        "message": "",
-        "lastTransitionTime": "2025-01-01T00:00:00Z",
-    }
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ModelDeployment",
-        "metadata": {"name": "grader", "namespace": "ns"},
-        "spec": {
-            "model": {"uri": "dummy://llama"},
-            "servedModelName": "grader-7b",
-            "service": {"port": 8080},
-            "apiKeySecretRef": {"name": "grader-keys", "key": "a"},
-        },
-        "status": {"conditions": [condition]},
-    }
+    return model_deployment(
+        "grader", ready, reason, servedModelName="grader-7b", apiKeySecretRef={"name": "grader-keys", "key": "a"}
+    )
 
 
 def _waits(op: Operator, api: FakeApi, message: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from kubernetes.client import ApiClient
 
 from kubellm.operator.api import ModelDeploymentSpec
+from kubellm.operator.api.common import API_VERSION
 from kubellm.operator.handlers import finetunejob, modeldeployment, promptexperiment
 from kubellm.operator.handlers.common import InvalidSpecError, Operator, Wait, parse_spec
 from kubellm.operator.k8s import PLURALS, ApiError, KubeClient
@@ -59,6 +60,24 @@ class FakeApi(KubeClient):
 
     def kinds(self, namespace: str = "ns") -> list[str]:
         return sorted(o["kind"] for p, o in self.objects.items() if f"/namespaces/{namespace}/" in p)
+
+
+def model_deployment(name: str, ready: str, reason: str, **spec: Any) -> dict[str, Any]:
+    """A ModelDeployment object as the API server returns it, with its Ready condition; ``spec`` adds fields."""
+    condition = {
+        "type": "Ready",
+        "status": ready,
+        "reason": reason,
+        "message": "",
+        "lastTransitionTime": "2025-01-01T00:00:00Z",
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"model": {"uri": "dummy://llama"}, "service": {"port": 8080}, **spec},
+        "status": {"conditions": [condition]},
+    }
 
 
 def _op() -> tuple[Operator, FakeApi]:
