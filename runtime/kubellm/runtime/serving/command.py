@@ -38,7 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_settings(args: argparse.Namespace) -> ServerSettings:
     """The run document, then the environment, then the flags; raises :class:`ConfigError`."""
-    options = ServeOptions.from_args(args)
+    return _settings(ServeOptions.from_args(args))
+
+
+def _settings(options: ServeOptions) -> ServerSettings:
     document = command_settings.read_document(options.config) if options.config is not None else {}
     document = options.apply(document)
     if "model" not in document:
@@ -56,11 +59,11 @@ def build_settings(args: argparse.Namespace) -> ServerSettings:
 def run(args: argparse.Namespace) -> int:
     """Load the model, then serve until stopped."""
     try:
-        settings = build_settings(args)
-        log_level = ServeOptions.from_args(args).log_level
+        options = ServeOptions.from_args(args)
+        settings = _settings(options)
     except CommandError as error:
         return _fail(str(error), error.exit_code)
-    return _serve(settings, log_level)
+    return _serve(settings, options.log_level)
 
 
 def _fail(message: str, code: int) -> int:
