@@ -399,7 +399,43 @@ _MDEP: list[InvalidCase] = [
 
 _PEXP: list[InvalidCase] = [
     InvalidCase(
-        "pexp-one-variant", "promptexperiment", _spec(variants=[_variant("zero-shot")]), "spec.variants", "schema"
+        "pexp-one-variant",
+        "promptexperiment",
+        _spec(variants=[_variant("zero-shot")]),
+        "spec.variants",
+        "cel",
+        message="variants needs at least two entries (or one, the control, with optimize)",
+    ),
+    InvalidCase(
+        "pexp-optimize-nothing-to-search",
+        "promptexperiment",
+        _spec(optimize={"trials": 4}),
+        "spec.optimize",
+        "cel",
+        message="optimize needs something to search: instructions, proposals or fewShot",
+    ),
+    InvalidCase(
+        "pexp-optimize-no-rows-held-out",
+        "promptexperiment",
+        _spec(optimize={"fewShot": {"trainFraction": "0.5"}, "searchFraction": "0.5"}),
+        "spec.optimize.searchFraction",
+        "cel",
+        message="fewShot.trainFraction plus searchFraction must leave rows held out (sum below 1)",
+    ),
+    InvalidCase(
+        "pexp-optimize-variant-name-taken",
+        "promptexperiment",
+        _spec(optimize={"instructions": ["Be brief."], "variant": "few-shot"}),
+        "spec.optimize.variant",
+        "cel",
+        message="optimize.variant must not be the name of a variant",
+    ),
+    InvalidCase(
+        "pexp-optimize-trials-above-maximum",
+        "promptexperiment",
+        _spec(optimize={"instructions": ["Be brief."], "trials": 501}),
+        "spec.optimize.trials",
+        "schema",
     ),
     InvalidCase(
         "pexp-too-many-variants",

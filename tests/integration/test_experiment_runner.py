@@ -1,10 +1,11 @@
 """``kubellm experiment`` end to end against a scripted OpenAI-compatible server on loopback.
 
 The server answers arithmetic questions. Its answers are deterministic (a hash of the prompt and
-the seed) and planted: prompts that carry worked examples (the few-shot variant) are answered
-correctly 95% of the time, the others half of the time, so the few-shot variant must win,
-significantly. The server counts every request, which is how the tests see that a killed run
-resumes without repeating the requests it had finished.
+the seed) and planted: prompts that carry worked examples (the few-shot variant) or the
+instruction "Add carefully." are answered correctly 95% of the time, the others half of the time,
+so the few-shot variant must win, significantly, and a prompt search must find that instruction.
+The server counts every request, which is how the tests see that a killed run resumes without
+repeating the requests it had finished.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ pytestmark = pytest.mark.integration
 
 QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?\s*$")
 ROWS = 40
+PLANTED_INSTRUCTION = "Add carefully."
 
 
 @dataclass
@@ -64,7 +66,7 @@ def _answer(prompt: str, seed: int) -> str:
         return "I do not know."
     truth = int(question.group(1)) + int(question.group(2))
     coin = int(hashlib.sha256(f"{prompt}|{seed}".encode()).hexdigest()[:8], 16) / 16**8
-    correct = coin < (0.95 if "Examples:" in prompt else 0.5)
+    correct = coin < (0.95 if "Examples:" in prompt or PLANTED_INSTRUCTION in prompt else 0.5)
     value = truth if correct else truth + 1
     if "step by step" in prompt:
         return f"First I add the numbers carefully.\nAnswer: {value}"
@@ -332,3 +334,62 @@ def _logged_keys(path: Path) -> set[tuple[str, int, int]]:
         if "error" not in record:
             keys.add((record["variant"], record["row"], record["sample"]))
     return keys
+
+
+def _search_manifest(rows: int) -> dict[str, Any]:
+    manifest = _manifest(rows)
+    spec = manifest["spec"]
+    spec["variants"] = spec["variants"][:1]  # the control alone
+    spec["optimize"] = {
+        "instructions": ["Be brief.", PLANTED_INSTRUCTION, "Answer now."],
+        "proposals": {"count": 2},
+        "fewShot": {"maxExamples": 2, "trainFraction": "0.2"},
+        "trials": 10,
+        "searchFraction": "0.4",
+        "seed": 3,
+    }
+    return manifest
+
+
+def _question(prompt: str) -> str:
+    found = QUESTION.search(prompt)
+    assert found is not None, prompt
+    return found.group(0)
+
+
+def test_prompt_search_finds_the_planted_instruction_and_confirms_it_on_held_out_rows(
+    server: ScriptedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = 60
+    config = _write_config(tmp_path, _search_manifest(rows))
+    output = tmp_path / "out"
+
+    assert command.run(_args(config, server.url, output)) == 0
+
+    result = json.loads((output / "result.json").read_text())
+    print(f"\n[prompt search] {result['summary']}")
+    found = result["optimization"]
+    assert found["splits"] == {"train": 12, "search": 24, "heldOut": 24}
+    assert found["completed"] == 10 and found["bestTrial"] > 0
+    assert found["instruction"] == PLANTED_INSTRUCTION
+    assert found["bestScore"] > found["controlScore"] + 0.2
+    assert result["winner"] == "optimized"
+    assert {r["name"]: r["samples"] for r in result["results"]} == {"zero-shot": 24, "optimized": 24}
+    variant = yaml.safe_load((output / found["variantKey"]).read_text())
+    assert variant["name"] == "optimized" and variant["template"].startswith("{% raw %}Add carefully.")
+    assert found["template"] == variant["template"]
+    report = (output / "report.md").read_text()
+    assert "## Prompt search" in report and "24 held out" in report
+    assert (output / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert "optimized-variant.yaml" in capsys.readouterr().out
+
+    # The split the winner was chosen on and the rows it was confirmed on never share a question.
+    asked = [_question(prompt) for prompt, _ in server.script.requests[2:]]  # after the two proposals
+    searched, confirmed = set(asked[: -2 * 24]), set(asked[-2 * 24 :])
+    assert len(searched) == 24 and len(confirmed) == 24
+    assert not searched & confirmed
+
+    sent = len(server.script.requests)
+    assert command.run(_args(config, server.url, output)) == 0  # a rerun resumes: nothing is asked again
+    assert len(server.script.requests) == sent
+    assert json.loads((output / "result.json").read_text())["optimization"] == found

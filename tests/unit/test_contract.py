@@ -110,6 +110,15 @@ def _full_experiment_spec() -> PromptExperimentSpec:
         {"name": "quality", "type": "judge", "judge": graded},
         {"name": "plain", "type": "judge", "weight": "0", "judge": direct},
     ]
+    spec["optimize"] = {
+        "variant": "found",
+        "instructions": ["Answer with one word."],
+        "proposals": {"count": 2, "model": "writer"},
+        "fewShot": {"maxExamples": 2, "trainFraction": "0.2"},
+        "trials": 8,
+        "searchFraction": "0.4",
+        "seed": 1,
+    }
     return PromptExperimentSpec.model_validate(spec)
 
 

@@ -434,7 +434,7 @@ def promptexperiment_status(
     """PromptExperiment status from its Job and the runtime's ``status.json`` / ``result.json``."""
     result_doc = _report(report_data, "result.json")
     result = pexp.PromptExperimentStatus.model_validate(result_doc) if result_doc else None
-    progress = pexp.PromptExperimentStatus.model_validate(_report(report_data, "status.json")).progress
+    running = pexp.PromptExperimentStatus.model_validate(_report(report_data, "status.json"))
     phase, wanted = _pexp_outcome(job, result, report_name)
     job_status = (job or {}).get("status", {})
     final = result or pexp.PromptExperimentStatus()
@@ -445,12 +445,13 @@ def promptexperiment_status(
         job_name=(job or {}).get("metadata", {}).get("name"),
         start_time=job_status.get("startTime"),
         completion_time=job_status.get("completionTime"),
-        progress=final.progress or progress,
+        progress=final.progress or running.progress,
         results=final.results,
         comparisons=final.comparisons,
         winner=final.winner,
         summary=final.summary,
         power=final.power,
         sequential=final.sequential,
+        optimization=final.optimization or running.optimization,
         report_config_map=report_name,
     )

@@ -10,6 +10,9 @@
 - Judges: a ``judge`` scorer's grader is named like the target (``modelDeploymentRef`` or ``url``);
   the operator writes the resolved ``url`` and ``model`` into the run document and hands the
   API key over as :func:`judge_api_key_env` of the scorer's name.
+- Prompt search: :class:`OptimizeConfig` (``spec.optimize``) searches instruction wordings and
+  few-shot example sets from the control, on a search split, and the best candidate joins the
+  variants confirmed on the held-out rows; :class:`OptimizationReport` is what status shows of it.
 - Reports: per-variant results, comparisons and progress, copied into status.
 """
 
@@ -50,14 +53,19 @@ __all__ = [
     "ExperimentProgress",
     "ExperimentRun",
     "FewShotExample",
+    "FewShotSearch",
     "GenerationParams",
+    "InstructionProposals",
     "JudgeConfig",
     "MetricSummary",
+    "OptimizationReport",
+    "OptimizeConfig",
     "PowerReport",
     "PromptVariant",
     "RunTarget",
     "Scorer",
     "SequentialReport",
+    "SplitSizes",
     "VariantComparison",
     "VariantResult",
     "judge_api_key_env",
@@ -377,6 +385,17 @@ _EXPECTED_RULE = CelRule(
     reason="FieldValueRequired",
 )
 
+_TWO_VARIANTS_RULE = CelRule(
+    rule="size(self.variants) >= 2 || has(self.optimize)",
+    message="variants needs at least two entries (or one, the control, with optimize)",
+    field_path=".variants",
+)
+_OPTIMIZED_NAME_RULE = CelRule(
+    rule="!has(self.optimize) || !self.variants.exists(v, v.name == self.optimize.variant)",
+    message="optimize.variant must not be the name of a variant",
+    field_path=".optimize.variant",
+)
+
 
 class EarlyStopping(ConfigModel):
     """Stop before the last row once a winner is clear, at a false-positive rate that stays at alpha.
@@ -391,13 +410,98 @@ class EarlyStopping(ConfigModel):
     )
 
 
+class FewShotSearch(ConfigModel):
+    """Few-shot example sets the search tries: how many examples, and which rows of the train split."""
+
+    max_examples: int = Field(
+        default=4, ge=1, le=16, description="Examples a candidate may have, at most (the search tries 0 to this)."
+    )
+    train_fraction: FractionString = Field(
+        default="0.2",
+        description="Share of the rows set aside as the train split: the worked examples are drawn from them (the "
+        "row's input and expected answer), and they are never scored.",
+    )
+
+
+class InstructionProposals(ConfigModel):
+    """Instruction wordings written by a served model, tried beside the ones listed."""
+
+    count: int = Field(ge=1, le=16, description="Wordings to ask for (duplicates are dropped).")
+    model: Annotated[str, StringConstraints(max_length=253)] | None = Field(
+        default=None,
+        description="Model to ask, on the target's server (e.g. a larger one it serves). Default: the target model.",
+    )
+
+
+_OPTIMIZE_SOMETHING = CelRule(
+    rule="(has(self.instructions) && size(self.instructions) > 0) || has(self.proposals) || has(self.fewShot)",
+    message="optimize needs something to search: instructions, proposals or fewShot",
+)
+_SPLITS_LEAVE_HELD_OUT = CelRule(
+    rule="(has(self.fewShot) ? double(self.fewShot.trainFraction) : 0.0) + double(self.searchFraction) < 1.0",
+    message="fewShot.trainFraction plus searchFraction must leave rows held out (sum below 1)",
+    field_path=".searchFraction",
+)
+
+
+class OptimizeConfig(ConfigModel):
+    """Prompt search: candidates built from the control, chosen on a search split, confirmed on held-out rows.
+
+    A candidate is the control variant with an instruction placed before its template (one of
+    ``instructions``, one ``proposals`` wrote, or none) and worked examples sent before the
+    question (``fewShot``). optuna picks the candidates, up to ``trials`` of them (the control
+    itself is the first), each scored on the search split. The best joins the variants under the
+    name ``variant``, and every variant is then compared with the control on the held-out rows
+    alone, with the experiment's statistics: the best of many tries looks better than it is on
+    the rows it was chosen on.
+    """
+
+    cel_rules = (_OPTIMIZE_SOMETHING, _SPLITS_LEAVE_HELD_OUT)
+
+    variant: Identifier = Field(
+        default="optimized", description="Name of the variant the search finds (must not be a variant's name)."
+    )
+    instructions: list[Annotated[str, StringConstraints(min_length=1, max_length=2048)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Instruction wordings to try, each placed as its own paragraph before the control's template "
+        "(taken as plain text, not as a template).",
+    )
+    proposals: InstructionProposals | None = Field(
+        default=None, description="Also try wordings a served model proposes from the control and a few rows."
+    )
+    few_shot: FewShotSearch | None = Field(
+        default=None,
+        description="Also search worked examples, sent before the question as earlier exchanges "
+        "(examplesAs: messages); the control must have no examples of its own.",
+    )
+    trials: int = Field(default=16, ge=1, le=500, description="Candidates to score on the search split, at most.")
+    search_fraction: FractionString = Field(
+        default="0.4",
+        description="Share of the rows candidates are scored on; the rows in neither split are held out for the "
+        "confirmation. Identical rows always fall in the same split.",
+    )
+    seed: int = Field(
+        default=0, ge=0, le=2_147_483_647, description="Seed of the splits and of the search (the same on every run)."
+    )
+
+    @model_validator(mode="after")
+    def _searchable(self) -> OptimizeConfig:
+        check(not (self.instructions or self.proposals or self.few_shot), _OPTIMIZE_SOMETHING.message)
+        train = float(self.few_shot.train_fraction) if self.few_shot is not None else 0.0
+        check(train + float(self.search_fraction) >= 1.0, _SPLITS_LEAVE_HELD_OUT.message)
+        return self
+
+
 class ExperimentConfig(ConfigModel):
     """A prompt A/B test: every variant answers every row, scorers grade, statistics decide."""
 
-    cel_rules = (_CONTROL_RULE, _PRIMARY_METRIC_RULE, _EXPECTED_RULE)
+    cel_rules = (_CONTROL_RULE, _PRIMARY_METRIC_RULE, _EXPECTED_RULE, _TWO_VARIANTS_RULE, _OPTIMIZED_NAME_RULE)
 
     variants: list[PromptVariant] = Field(
-        min_length=2, max_length=16, description="The prompts under test, at least two, names unique."
+        min_length=1,
+        max_length=16,
+        description="The prompts under test, names unique: at least two, or one (the control) with optimize.",
     )
     control: Identifier | None = Field(
         default=None, description="Variant the others are compared with. Default: the first variant."
@@ -433,6 +537,12 @@ class ExperimentConfig(ConfigModel):
         default="score",
         description="score (weighted mean of the scorers) or one scorer's name; the winner is decided on it.",
     )
+    optimize: OptimizeConfig | None = Field(
+        default=None,
+        description="Search for a better prompt than the control (instruction wordings, few-shot examples) on part "
+        "of the rows, then confirm the best against the control on the rows held out. Default: only the variants "
+        "listed are tested, on every row.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -442,10 +552,21 @@ class ExperimentConfig(ConfigModel):
         check_unique("scorers", scorer_names)
         check(self.control is not None and self.control not in variant_names, _CONTROL_RULE.message)
         check(self.primary_metric != "score" and self.primary_metric not in scorer_names, _PRIMARY_METRIC_RULE.message)
+        check(len(self.variants) < 2 and self.optimize is None, _TWO_VARIANTS_RULE.message)
+        check(self.optimize is not None and self.optimize.variant in variant_names, _OPTIMIZED_NAME_RULE.message)
+        check(
+            self.optimize is not None and self.optimize.few_shot is not None and bool(self.control_variant.examples),
+            "optimize.fewShot searches the worked examples itself: the control variant must have no examples",
+        )
         needs_expected = any(scorer.type in REFERENCE_SCORERS for scorer in self.scorers)
         inline = self.dataset.rows or []  # rows read from a file are checked once loaded
         check(needs_expected and any(row.expected is None for row in inline), _EXPECTED_RULE.message)
         return self
+
+    @property
+    def control_variant(self) -> PromptVariant:
+        """The variant the others are compared with: ``control``, else the first."""
+        return next((v for v in self.variants if v.name == self.control), self.variants[0])
 
     def experiment_config(self) -> ExperimentConfig:
         """Just the experiment definition (drops fields a subclass such as a spec adds)."""
@@ -560,3 +681,40 @@ class SequentialReport(ReportModel):
     rows: Count = Field(description="Rows sent by then.")
     level: ShortText = Field(description="The two-sided significance level of that look (O'Brien-Fleming).")
     stopped_early: bool = Field(description="The run ended before its last look: a winner was significant.")
+
+
+class SplitSizes(ReportModel):
+    """Rows in each split of a prompt search; a row is in exactly one."""
+
+    train: Count = Field(description="Rows the worked examples are drawn from (never scored).")
+    search: Count = Field(description="Rows candidates are scored on.")
+    held_out: Count = Field(description="Rows the confirmation runs on: every variant against the control.")
+
+
+class OptimizationReport(ReportModel):
+    """How a prompt search went: trials, the best candidate on the search split, where to find it."""
+
+    variant: Identifier = Field(description="Name of the variant found (spec.optimize.variant).")
+    metric: Annotated[str, StringConstraints(max_length=63)] = Field(description="The metric searched (primaryMetric).")
+    trials: Count = Field(description="Candidates planned (spec.optimize.trials).")
+    completed: Count = Field(default=0, description="Candidates scored so far.")
+    splits: SplitSizes = Field(description="Rows per split.")
+    control_score: float | None = Field(default=None, description="The control's mean on the search split.")
+    best_score: float | None = Field(
+        default=None,
+        description="The best candidate's mean on the search split (optimistic: it was chosen on these rows; the "
+        "held-out comparison is the one to trust).",
+    )
+    best_trial: Count | None = Field(default=None, description="The trial that found it (0 is the control).")
+    instruction: Annotated[str, StringConstraints(max_length=2048)] | None = Field(
+        default=None, description="The best candidate's instruction; empty when it has none."
+    )
+    examples: Count = Field(default=0, description="Worked examples the best candidate sends.")
+    template: Annotated[str, StringConstraints(max_length=20_000)] | None = Field(
+        default=None, description="The best candidate's template (instruction included)."
+    )
+    variant_key: ShortText | None = Field(
+        default=None,
+        description="Key of the report ConfigMap holding the found variant as YAML, ready to paste into "
+        "spec.variants (its examples included).",
+    )

@@ -266,6 +266,23 @@ def test_an_underpowered_experiment_is_degraded_and_says_by_how_much() -> None:
     assert _types(powered)["Degraded"][0] == "False"
 
 
+def test_a_prompt_search_shows_its_progress_while_running_and_its_variant_at_the_end() -> None:
+    splits = {"train": 12, "search": 24, "heldOut": 24}
+    searching = {"variant": "optimized", "metric": "score", "trials": 16, "completed": 3, "splits": splits}
+    report = {"status.json": json.dumps({"optimization": {**searching, "controlScore": 0.4, "bestScore": 0.6}})}
+    running = promptexperiment_status(
+        pexp.PromptExperimentStatus(), 1, job=_job(active=1), report_data=report, report_name="e-report", at=T0
+    )
+    assert running.optimization is not None
+    assert (running.optimization.completed, running.optimization.best_score) == (3, 0.6)
+    final = {**searching, "completed": 16, "template": "Be brief.\n\n{{ input }}", "variantKey": "v.yaml"}
+    report["result.json"] = json.dumps({**RESULT, "winner": None, "optimization": final})
+    done = promptexperiment_status(running, 1, job=_job("Complete"), report_data=report, report_name="e-report", at=T0)
+    assert done.optimization is not None
+    assert (done.optimization.completed, done.optimization.variant_key) == (16, "v.yaml")
+    assert done.dump()["optimization"]["splits"] == splits
+
+
 def test_promptexperiment_running_waiting_and_missing_result() -> None:
     progress = {"status.json": json.dumps({"progress": {"completed": 6, "total": 24, "percent": 25}})}
     running = promptexperiment_status(

@@ -24,6 +24,7 @@ from pydantic import Field, StringConstraints, model_validator
 from kubellm.contract.experiments import (
     ExperimentConfig,
     ExperimentProgress,
+    OptimizationReport,
     PowerReport,
     SequentialReport,
     VariantComparison,
@@ -139,10 +140,12 @@ class PromptExperimentStatus(StatusBase):
     completion_time: datetime | None = Field(default=None, description="When the run finished.")
     progress: ExperimentProgress | None = Field(default=None, description="Requests answered so far.")
     results: list[VariantResult] = Field(
-        default_factory=list, max_length=16, description="Per-variant metrics with confidence intervals."
+        default_factory=list,
+        max_length=17,
+        description="Per-variant metrics with confidence intervals (an optimize run adds its variant).",
     )
     comparisons: list[VariantComparison] = Field(
-        default_factory=list, max_length=16, description="Each variant against the control on the primary metric."
+        default_factory=list, max_length=17, description="Each variant against the control on the primary metric."
     )
     winner: Identifier | None = Field(
         default=None, description="The variant significantly best on the primary metric; empty when none is."
@@ -155,6 +158,11 @@ class PromptExperimentStatus(StatusBase):
     )
     power: PowerReport | None = Field(
         default=None, description="Rows the run had against the rows spec.minDetectableEffect needs."
+    )
+    optimization: OptimizationReport | None = Field(
+        default=None,
+        description="With spec.optimize: the search's progress and its best candidate (the found variant is in the "
+        "report ConfigMap under variantKey); the confirmation is in results and comparisons, on the held-out rows.",
     )
     report_config_map: Annotated[str, StringConstraints(max_length=253)] | None = Field(
         default=None, description="ConfigMap holding the full report (JSON and Markdown)."

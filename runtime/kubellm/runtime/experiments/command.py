@@ -4,7 +4,8 @@
 operator writes (:class:`~kubellm.contract.experiments.ExperimentRun`), sends every variant's
 prompts to the OpenAI-compatible endpoint, and writes ``result.json`` (the status payload),
 ``report.md`` and ``scores.png`` into DIR, with ``requests.jsonl`` so that a restarted run
-resumes where it stopped. The rows are the document's inline rows or are read from the source
+resumes where it stopped (a prompt search adds ``optimized-variant.yaml``, ``search.json``,
+``search.png`` and its own request log). The rows are the document's inline rows or are read from the source
 it names (:mod:`~kubellm.runtime.experiments.dataset`); ``--dataset FILE`` reads a file instead.
 It prints the per-variant table and exits 0 once the experiment completed, whatever the
 verdict. Bad input or a run that cannot complete prints one line on stderr and exits non-zero:
@@ -25,7 +26,7 @@ from kubellm.runtime.errors import CommandError, ConfigError
 from kubellm.runtime.reporting import Reporter, ThrottledStatus, reporter_from_env
 
 from .dataset import from_file, load_dataset
-from .experiment import RunSettings, run_experiment
+from .experiment import OPTIMIZED_VARIANT_FILE, RunSettings, run_experiment
 from .report import REPORT_FILE, RESULT_FILE, answer_notes, judge_notes, power_note, variant_table
 from .results import ExperimentResult
 from .runner import REQUESTS_FILE
@@ -53,6 +54,7 @@ def _settings(options: ExperimentOptions, job: ExperimentRun, status: ThrottledS
         timeout_seconds=options.request_timeout,
         max_retries=options.max_retries,
         on_progress=lambda progress: status.update({"progress": progress.dump()}),
+        on_optimization=lambda report: status.update({"optimization": report.dump()}),
         judge_api_keys=judge_api_keys(job, os.environ),
     )
 
@@ -67,7 +69,8 @@ def _prepare(args: argparse.Namespace, status: ThrottledStatus) -> tuple[Experim
 
 def _publish_outcome(reporter: Reporter, settings: RunSettings) -> None:
     """Hand result.json and report.md to the operator (through the report ConfigMap, in a cluster)."""
-    files = {name: (settings.output_dir / name).read_text() for name in (RESULT_FILE, REPORT_FILE)}
+    names = [RESULT_FILE, REPORT_FILE, OPTIMIZED_VARIANT_FILE]
+    files = {name: (settings.output_dir / name).read_text() for name in names if (settings.output_dir / name).exists()}
     if not reporter.publish(files):
         print("kubellm experiment: could not report the result to the operator", file=sys.stderr)
 
@@ -79,6 +82,8 @@ def _print_outcome(job: ExperimentRun, result: ExperimentResult, settings: RunSe
     print()
     print(f"{'winner: ' + result.winner if result.winner else 'no winner'} — {result.summary}")
     print(f"wrote {settings.output_dir / RESULT_FILE} and {settings.output_dir / REPORT_FILE}")
+    if result.optimization is not None:
+        print(f"the variant the prompt search found: {settings.output_dir / OPTIMIZED_VARIANT_FILE}")
 
 
 def run(args: argparse.Namespace) -> int:

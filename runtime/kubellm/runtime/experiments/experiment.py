@@ -2,13 +2,17 @@
 
 Everything that can be checked before the first request is (templates against every row,
 scorer patterns, the model files of a similarity scorer, the dataset's reference answers, the
-endpoint answering, and every judge's server), so a broken spec fails in seconds and sends nothing.
-Judge scorers are asked after each block of answers (:mod:`.judge`), before the answers are scored.
+splits of a prompt search, the endpoint answering, and every judge's server), so a broken spec
+fails in seconds and sends nothing. Judge scorers are asked after each block of answers
+(:mod:`.judge`), before the answers are scored. With ``optimize`` the run first searches a
+prompt on the search split (:mod:`.optimize`, requests logged in ``search-requests.jsonl``),
+adds the best candidate to the variants and runs the experiment on the held-out rows only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +21,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
-from kubellm.contract.experiments import DatasetRow, ExperimentConfig, ExperimentProgress, Scorer, SequentialReport
+import numpy as np
+import yaml
+
+from kubellm.contract.experiments import (
+    DatasetRow,
+    ExperimentConfig,
+    ExperimentProgress,
+    OptimizationReport,
+    PromptVariant,
+    Scorer,
+    SequentialReport,
+)
 from kubellm.runtime.errors import CommandError
 
 from .client import Api, ClientSettings, EndpointClient, EndpointUnreachableError, RequestError
@@ -32,6 +47,18 @@ from .judge import (
     judge_report,
     plan_judgements,
     send_judgements,
+)
+from .optimize import (
+    Candidate,
+    SearchOutcome,
+    SearchSpace,
+    Splits,
+    candidate_name,
+    candidate_variant,
+    optimization_report,
+    propose_instructions,
+    search,
+    split_rows,
 )
 from .report import ReportContext, write_report, write_result
 from .results import ExperimentResult, analyse, answer_texts, decide, score_requests
@@ -51,7 +78,20 @@ from .spec import base_url
 from .statistics import sequential_levels
 from .templates import VariantTemplate, compile_variants
 
-__all__ = ["ExperimentError", "RunSettings", "run_experiment"]
+__all__ = [
+    "OPTIMIZED_VARIANT_FILE",
+    "SEARCH_FILE",
+    "SEARCH_JUDGEMENTS_FILE",
+    "SEARCH_REQUESTS_FILE",
+    "ExperimentError",
+    "RunSettings",
+    "run_experiment",
+]
+
+SEARCH_REQUESTS_FILE = "search-requests.jsonl"
+SEARCH_JUDGEMENTS_FILE = "search-judgements.jsonl"
+SEARCH_FILE = "search.json"
+OPTIMIZED_VARIANT_FILE = "optimized-variant.yaml"
 
 
 class ExperimentError(CommandError):
@@ -75,6 +115,8 @@ class RunSettings:
     """Called with each progress report, e.g. to patch the PromptExperiment's report ConfigMap."""
     judge_api_keys: Mapping[str, str] = field(default_factory=dict)
     """Per judge scorer name: its server's API key, if it has one."""
+    on_optimization: Callable[[OptimizationReport], object] | None = None
+    """Called after each trial of a prompt search, e.g. to patch the report ConfigMap."""
 
 
 async def _model_name(client: EndpointClient, configured: str | None, config: ExperimentConfig) -> str:
@@ -212,13 +254,140 @@ class _Sender:
         return decide(self.config, table, level).winner is not None
 
 
+@dataclass
+class _Search:
+    """A prompt search: scores candidates on the search split with the experiment's runner and scorers."""
+
+    config: ExperimentConfig
+    splits: Splits
+    space: SearchSpace
+    client: EndpointClient
+    model: str
+    settings: RunSettings
+    progress: Progress
+    judging: _Judging
+
+    def variant(self, candidate: Candidate, name: str | None = None) -> PromptVariant:
+        """The candidate as a variant, named after its content unless ``name`` is given."""
+        assert self.config.optimize is not None
+        label = name or candidate_name(self.config.optimize.variant, candidate, self.space)
+        return candidate_variant(self.config.control_variant, self.space, candidate, self.splits.train, label)
+
+    async def evaluate(self, candidate: Candidate) -> float | None:
+        """The candidate's mean primary metric on the search split (None when nothing could be scored)."""
+        variant = self.variant(candidate)
+        config = self.config.model_copy(update={"variants": [variant], "early_stopping": None})
+        templates = compile_variants([variant])
+        planned = plan_requests(config, self.splits.search, templates, self.settings.api, self.model)
+        log = RequestLog(self.settings.output_dir / SEARCH_REQUESTS_FILE)
+        records = await send_requests(planned, self.client, config.concurrency, log, self.progress)
+        self.judging.config, self.judging.templates = config, templates
+        judged = await self.judging.judge(records)
+        table = score_requests(config, self.splits.search, templates, records, judged)
+        values = table.row_values(config.primary_metric, variant.name)
+        finite = values[np.isfinite(values)]
+        return float(finite.mean()) if finite.size else None
+
+    def report(self, outcome: SearchOutcome, found: PromptVariant | None = None) -> OptimizationReport:
+        """The search's report for status, so far or final."""
+        assert self.config.optimize is not None
+        key = None if found is None else OPTIMIZED_VARIANT_FILE
+        return optimization_report(
+            self.config.optimize,
+            self.config.primary_metric,
+            self.splits,
+            progress=(self.space, outcome),
+            found=found,
+            variant_key=key,
+        )
+
+    def on_trial(self, outcome: SearchOutcome) -> None:
+        """Print the trial's line and tell the listener."""
+        trial, best = outcome.trials[-1], outcome.best
+        print(
+            f"search: trial {trial.number + 1}/{self.config.optimize.trials if self.config.optimize else 0}: "
+            f"{_score(trial.score)} (best {_score(best.score)} at trial {best.number}, "
+            f"control {_score(outcome.control_score)})",
+            file=self.settings.progress_stream,
+        )
+        if self.settings.on_optimization is not None:
+            self.settings.on_optimization(self.report(outcome))
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+async def _search_space(
+    config: ExperimentConfig, splits: Splits, client: EndpointClient, model: str, settings: RunSettings
+) -> SearchSpace:
+    """The candidates' space: the listed wordings, those a model proposes (asked once, then kept), the examples."""
+    optimize = config.optimize
+    assert optimize is not None
+    proposed: list[str] = []
+    if optimize.proposals is not None:
+        proposed = await propose_instructions(
+            client,
+            optimize.proposals.model or model,
+            config.control_variant,
+            splits.train or splits.search,
+            count=optimize.proposals.count,
+            seed=optimize.seed,
+            output_dir=settings.output_dir,
+            api=settings.api,
+        )
+    return SearchSpace.of(optimize, proposed, len(splits.train))
+
+
+async def _optimize(search_run: _Search) -> tuple[PromptVariant, OptimizationReport, tuple[float | None, ...]]:
+    """Search, write the found variant and the trials, return the variant and the search's report."""
+    optimize = search_run.config.optimize
+    assert optimize is not None
+    slower = search_run.config.primary_metric in {s.name for s in search_run.config.scorers if s.type == "latency"}
+    outcome = await search(
+        search_run.space,
+        search_run.evaluate,
+        trials=optimize.trials,
+        seed=optimize.seed,
+        maximize=not slower,
+        on_trial=search_run.on_trial,
+    )
+    found = search_run.variant(outcome.best.candidate, optimize.variant)
+    output = search_run.settings.output_dir
+    document = found.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+    (output / OPTIMIZED_VARIANT_FILE).write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    trials = [
+        {"trial": t.number, "score": t.score, "instruction": t.candidate.instruction, "examples": t.candidate.examples}
+        for t in outcome.trials
+    ]
+    instructions = list(search_run.space.instructions)
+    (output / SEARCH_FILE).write_text(json.dumps({"instructions": instructions, "trials": trials}, indent=2) + "\n")
+    report = search_run.report(outcome, found)
+    if search_run.settings.on_optimization is not None:
+        search_run.settings.on_optimization(report)
+    return found, report, tuple(t.score for t in outcome.trials)
+
+
+def _planned_total(config: ExperimentConfig, rows: int, splits: Splits | None) -> int:
+    """Requests the whole run plans: the search's trials, then every variant on the rows it is tested on."""
+    if splits is None or config.optimize is None:
+        return len(config.variants) * rows * config.samples
+    search_requests = config.optimize.trials * len(splits.search) * config.samples
+    return search_requests + (len(config.variants) + 1) * len(splits.held_out) * config.samples
+
+
 async def run_experiment(
     config: ExperimentConfig, rows: Sequence[DatasetRow], settings: RunSettings
 ) -> ExperimentResult:
-    """Run ``config`` over ``rows`` against ``settings.endpoint``; write and return the result."""
+    """Run ``config`` over ``rows`` against ``settings.endpoint``; write and return the result.
+
+    With ``config.optimize`` the rows are split, a prompt is searched on the search split, and the
+    variants (the one found added) are compared on the held-out rows.
+    """
     templates = compile_variants(config.variants)
     check_scorers(config.scorers)
     check_references(rows, config.scorers)
+    splits = None if config.optimize is None else split_rows(rows, config.optimize)
     plan_requests(config, rows, templates, settings.api, "")  # renders every prompt before any request
     settings.output_dir.mkdir(parents=True, exist_ok=True)
     client_settings = ClientSettings(
@@ -229,19 +398,30 @@ async def run_experiment(
         max_retries=settings.max_retries,
         max_connections=config.concurrency,
     )
+    optimization: OptimizationReport | None = None
+    search_scores: tuple[float | None, ...] = ()
     async with EndpointClient(client_settings) as client, contextlib.AsyncExitStack() as stack:
         model = await _model_name(client, settings.model, config)
         judges = await _open_judges(config, settings, stack)
-        planned = plan_requests(config, rows, templates, settings.api, model)
         progress = Progress(
-            total=len(planned),
+            total=_planned_total(config, len(rows), splits),
             output_dir=settings.output_dir,
             stream=settings.progress_stream,
             listener=settings.on_progress,
         )
+        stream = settings.progress_stream
+        if splits is not None:
+            search_log = JudgementLog(settings.output_dir / SEARCH_JUDGEMENTS_FILE)
+            search_judging = _Judging(judges, config, splits.search, templates, search_log, stream, search_log.load())
+            space = await _search_space(config, splits, client, model, settings)
+            search_run = _Search(config, splits, space, client, model, settings, progress, search_judging)
+            found, optimization, search_scores = await _optimize(search_run)
+            config = config.model_copy(update={"variants": [*config.variants, found]})
+            templates = compile_variants(config.variants)
+            rows = splits.held_out
+        planned = plan_requests(config, rows, templates, settings.api, model)
         log = RequestLog(settings.output_dir / REQUESTS_FILE)
         judgement_log = JudgementLog(settings.output_dir / JUDGEMENTS_FILE)
-        stream = settings.progress_stream
         judging = _Judging(judges, config, rows, templates, judgement_log, stream, judgement_log.load())
         sent = _Sender(config, rows, templates, planned, client, log, progress, judging)
         records, used, sequential = await sent.all() if config.early_stopping is None else await sent.in_looks()
@@ -251,7 +431,10 @@ async def run_experiment(
     table = score_requests(config, rows[:used], templates, records, sent.judged)
     reports = judging.reports(sent.judged, used)
     result = analyse(config, table, records, progress.snapshot(), sequential, judges=reports)
+    result = result.model_copy(update={"optimization": optimization})
     write_result(result, settings.output_dir)
-    context = ReportContext(name=settings.name, endpoint=settings.endpoint, api=settings.api, rows=len(rows))
+    context = ReportContext(
+        name=settings.name, endpoint=settings.endpoint, api=settings.api, rows=len(rows), search_scores=search_scores
+    )
     write_report(config, result, context, settings.output_dir)
     return result

@@ -8,6 +8,9 @@ each other metric, when matplotlib is installed (it is optional: without it the 
 and everything else is written). A run with judge scorers adds a section per judge: failed
 judgements, the mean grade with the reference shown first and last (position bias), and each
 variant's mean answer length beside its grade with the length-grade correlation (verbosity bias).
+A run with a prompt search adds its section (splits, trials, the control's and the best
+candidate's scores on the search split, the variant found) and ``search.png``: each trial's
+score with the best so far and the control's line.
 """
 
 from __future__ import annotations
@@ -26,21 +29,25 @@ __all__ = [
     "CHART_FILE",
     "REPORT_FILE",
     "RESULT_FILE",
+    "SEARCH_CHART_FILE",
     "ReportContext",
     "answer_notes",
     "chart_files",
     "comparison_table",
     "judge_notes",
     "judge_section",
+    "search_section",
     "variant_table",
     "write_chart",
     "write_report",
     "write_result",
+    "write_search_chart",
 ]
 
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.md"
 CHART_FILE = "scores.png"
+SEARCH_CHART_FILE = "search.png"
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class ReportContext:
     endpoint: str
     api: str
     rows: int
+    search_scores: tuple[float | None, ...] = ()
+    """With a prompt search: each trial's score on the search split, in order."""
 
 
 def write_result(result: ExperimentResult, output_dir: Path) -> Path:
@@ -263,6 +272,57 @@ def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path, 
     return True
 
 
+def write_search_chart(metric: str, scores: Sequence[float | None], path: Path, *, maximize: bool = True) -> bool:
+    """Each trial's score on the search split, the best so far and the control's (trial 0); False without matplotlib."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional dependency
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot  # noqa: PLC0415
+    except ImportError:
+        return False
+    trials = [(n, v) for n, v in enumerate(scores) if v is not None and math.isfinite(v)]
+    pick = max if maximize else min
+    best = [pick(v for n, v in trials if n <= number) for number, _ in trials]
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    axes.scatter([n for n, _ in trials], [v for _, v in trials], label="trial", color="tab:blue")
+    axes.step([n for n, _ in trials], best, where="post", label="best so far", color="tab:green")
+    if scores and scores[0] is not None:
+        axes.axhline(scores[0], linestyle="--", color="tab:gray", label="control (trial 0)")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(f"{metric} on the search split")
+    axes.set_title("prompt search", fontsize=9)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return True
+
+
+def search_section(result: ExperimentResult, context: ReportContext, charted: bool) -> list[str]:
+    """The prompt search's section of the report; empty without one."""
+    found = result.optimization
+    if found is None:
+        return []
+    splits = found.splits
+    instruction = f'instruction "{found.instruction}"' if found.instruction else "no instruction"
+    lines = [
+        "## Prompt search",
+        "",
+        f"- splits: {splits.train} train (worked examples), {splits.search} search, {splits.held_out} held out; "
+        "no row is in two, identical rows share one",
+        f"- {found.completed} of {found.trials} trials scored on the search split ({found.metric}): control "
+        f"{_number(found.control_score)}, best {_number(found.best_score)} at trial {found.best_trial} (optimistic: "
+        "chosen on these rows)",
+        f"- found: {found.variant}, {instruction}, {found.examples} worked examples"
+        + (f"; the whole variant is in {found.variant_key}" if found.variant_key else ""),
+        f"- the variants and comparisons above ran on the {splits.held_out} held-out rows only: that is the "
+        "confirmation",
+        "",
+    ]
+    return [*lines, *([f"![prompt search]({SEARCH_CHART_FILE})", ""] if charted else [])]
+
+
 def power_note(config: ExperimentConfig, result: ExperimentResult) -> str | None:
     """One line on the rows the run had against the rows ``minDetectableEffect`` needs, if the spec asks."""
     power = result.power
@@ -276,6 +336,13 @@ def power_note(config: ExperimentConfig, result: ExperimentResult) -> str | None
         f"power: {power.rows} rows, {power.rows_needed} needed to detect {effect} with {float(power.power):.0%} "
         f"power ({verdict})"
     )
+
+
+def _search_requests(config: ExperimentConfig, result: ExperimentResult, context: ReportContext) -> str:
+    if result.optimization is None:
+        return ""
+    tested = len(config.variants) * context.rows * config.samples
+    return f" on the held-out rows, after {result.progress.total - tested} requests of the prompt search"
 
 
 def _bullets(notes: Sequence[str]) -> list[str]:
@@ -302,6 +369,9 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
     """Write ``report.md`` (and ``scores.png`` when matplotlib is available)."""
     charts = chart_files(config, result)
     charted = [metric for metric, name in charts.items() if write_chart(config, result, output_dir / name, metric)]
+    searched = bool(context.search_scores) and write_search_chart(
+        config.primary_metric, context.search_scores, output_dir / SEARCH_CHART_FILE
+    )
     control = config.control or config.variants[0].name
     lines = [
         f"# Prompt experiment {context.name}",
@@ -310,7 +380,8 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
         "",
         f"- endpoint: {context.endpoint} ({context.api} API)",
         f"- {len(config.variants)} variants x {context.rows} rows x {config.samples} samples "
-        f"= {result.progress.total} requests; control: {control}",
+        f"= {len(config.variants) * context.rows * config.samples} requests"
+        f"{_search_requests(config, result, context)}; control: {control}",
         f"- primary metric: {config.primary_metric}; alpha {config.alpha}; correction: {config.correction}",
         "",
         "## Variants",
@@ -323,6 +394,7 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
         comparison_table(result),
         "",
         *judge_section(result),
+        *search_section(result, context, searched),
         *([f"![{metric} per variant]({charts[metric]})" for metric in charted] or ["(charts skipped: no matplotlib)"]),
         "",
         "## Method",

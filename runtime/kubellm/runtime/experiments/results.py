@@ -25,6 +25,7 @@ from kubellm.contract.experiments import (
     ExperimentConfig,
     ExperimentProgress,
     MetricSummary,
+    OptimizationReport,
     PowerReport,
     SequentialReport,
     VariantComparison,
@@ -59,6 +60,9 @@ class ExperimentResult(ReportModel):
     sequential: SequentialReport | None = Field(default=None, description="Where a run with early stopping ended.")
     judges: list[JudgeReport] | None = Field(
         default=None, description="Per judge scorer: failed judgements, position and verbosity figures."
+    )
+    optimization: OptimizationReport | None = Field(
+        default=None, description="With optimize: the prompt search; results and comparisons are on held-out rows."
     )
 
 

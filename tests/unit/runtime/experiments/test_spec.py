@@ -65,7 +65,10 @@ def test_a_document_in_json(tmp_path: Path) -> None:
     [
         ({**DOCUMENT, "alpha": "5%"}, r"alpha: String should match pattern"),
         ({**DOCUMENT, "control": "z"}, r"document: control must name one of the variants$"),
-        ({**DOCUMENT, "variants": [DOCUMENT["variants"][0]]}, r"variants: List should have at least 2 items"),
+        (
+            {**DOCUMENT, "variants": [DOCUMENT["variants"][0]]},
+            r"document: variants needs at least two entries \(or one, the control, with optimize\)$",
+        ),
         ({**DOCUMENT, "target": {"api": "grpc"}}, r"target\.api: Input should be 'chat' or 'completions'"),
         ({**DOCUMENT, "futureField": 1}, r"futureField: Extra inputs are not permitted"),
         ({"kind": "PromptExperiment", "spec": {}}, r"not a run document; run manifests with `kubellm run FILE`"),
