@@ -401,7 +401,7 @@ _PEXP: list[InvalidCase] = [
     InvalidCase(
         "pexp-one-variant",
         "promptexperiment",
-        _spec(variants=[_variant("zero-shot")]),
+        _spec(variants=[_variant("zero-shot")], optimize=None),
         "spec.variants",
         "cel",
         message="variants needs at least two entries (or one, the control, with optimize)",
@@ -409,7 +409,7 @@ _PEXP: list[InvalidCase] = [
     InvalidCase(
         "pexp-optimize-nothing-to-search",
         "promptexperiment",
-        _spec(optimize={"trials": 4}),
+        _spec(optimize={"instructions": None, "proposals": None, "fewShot": None}),
         "spec.optimize",
         "cel",
         message="optimize needs something to search: instructions, proposals or fewShot",

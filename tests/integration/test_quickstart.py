@@ -86,9 +86,13 @@ def test_make_quickstart_trains_serves_and_experiments_from_a_clean_checkout(tmp
     assert re.search(r"metrics: http://127\.0\.0\.1:\d+/metrics \(llm_requests_total 3, llm_cache_hits_total 1", out)
 
     # 3. experiment: every variant with an interval, the comparisons, the verdict, the saved report
-    for variant in ("zero-shot (control)", "few-shot", "chain-of-thought"):
-        assert re.search(rf"^  {re.escape(variant)}\s+64\s+0\s+\d\.\d+ \[\d\.\d+, \d\.\d+\]", out, re.M), variant
-    assert "few-shot vs zero-shot" in out
+    # on the rows the prompt search held out (64 rows: 13 train, 26 search, 25 held out)
+    for variant in ("zero-shot (control)", "few-shot", "chain-of-thought", "optimized"):
+        assert re.search(rf"^  {re.escape(variant)}\s+25\s+0\s+\d\.\d+ \[\d\.\d+, \d\.\d+\]", out, re.M), variant
+    assert "few-shot vs zero-shot" in out and "optimized vs zero-shot" in out
+    assert re.search(r"prompt search: 12 trials on 26 search rows \(13 train rows for examples\): control \d", out)
+    report_dir = checkout / ".kubellm/promptexperiment/prompt-styles/report"
+    assert yaml.safe_load((report_dir / "optimized-variant.yaml").read_text())["name"] == "optimized"
     assert re.search(r"verdict: (winner [\w-]+|no winner): ", out)
     assert (checkout / ".kubellm/promptexperiment/prompt-styles/report/report.md").read_text().strip()
     assert re.search(r"^prompt-styles\s+True\s+(WinnerDeclared|NoSignificantDifference)\s", out, re.M)

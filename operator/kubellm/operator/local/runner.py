@@ -561,4 +561,22 @@ def results_table(spec: pexp.PromptExperimentSpec, status: pexp.PromptExperiment
             )
         yield from columns.format_table(compared)
     yield ""
+    yield from search_lines(status)
     yield f"verdict: {'winner ' + status.winner if status.winner else 'no winner'}: {status.summary or ''}"
+
+
+def search_lines(status: pexp.PromptExperimentStatus) -> Iterator[str]:
+    """With a prompt search: its splits, the control's and the best candidate's scores, what was found."""
+    found = status.optimization
+    if found is None:
+        return
+    splits = found.splits
+    control, best = (f"{v:.3f}" if v is not None else "-" for v in (found.control_score, found.best_score))
+    yield (
+        f"prompt search: {found.completed} trials on {splits.search} search rows ({splits.train} train rows for "
+        f"examples): control {control}, best {best} at trial {found.best_trial}; the variants above ran on the "
+        f"{splits.held_out} held-out rows"
+    )
+    instruction = f'instruction "{found.instruction}"' if found.instruction else "no instruction"
+    key = f" (report key {found.variant_key})" if found.variant_key else ""
+    yield f"found: {found.variant}: {instruction}, {found.examples} worked examples{key}"
