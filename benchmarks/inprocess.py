@@ -55,9 +55,17 @@ def generated_lengths(model: Any, tokenizer: Any, prompts: Sequence[str], tokens
     inputs = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
-    eos = set(model.generation_config.eos_token_id or [])
+    eos = _end_token_ids(model)
     rows = output[:, inputs["input_ids"].shape[1] :].tolist()
     return [next((i + 1 for i, token in enumerate(row) if token in eos), len(row)) for row in rows]
+
+
+def _end_token_ids(model: Any) -> set[int]:
+    """The ids that end a sequence: a generation config names one (a GGUF conversion), several, or none."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        return set()
+    return {eos} if isinstance(eos, int) else set(eos)
 
 
 def sequential(model: Any, tokenizer: Any, jobs: Sequence[Job]) -> LoadResult:

@@ -222,7 +222,7 @@ def _result(
     columns = ["precision", f"tok/s ({clients} at once)", "tok/s (batch 1)", "weight bytes", "perplexity", "note"]
     rows: list[list[str | float | int | None]] = [
         ["fp32", fp32["batched_tps"], fp32["single_tps"], fp32["weight_bytes"], fp32["perplexity"], ""],
-        ["int8 (dynamic, CPU)", int8["batched_tps"], int8["single_tps"], int8["weight_bytes"], int8["perplexity"], ""],
+        ["int8 (CPU)", int8["batched_tps"], int8["single_tps"], int8["weight_bytes"], int8["perplexity"], ""],
         ["int4", None, None, None, None, f"not run: {int4}"],
         ["fp32, larger model", speed["none"]["batched_tps"], None, speed["none"]["weight_bytes"], None, "speed only"],
         ["int8, larger model", speed["int8"]["batched_tps"], None, speed["int8"]["weight_bytes"], None, "speed only"],

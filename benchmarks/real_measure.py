@@ -277,9 +277,6 @@ def _generate_per_token(source: str, plan: Plan, lengths: list[int]) -> list[tup
 
     loaded = load_model(source)
     model = loaded.model.eval()
-    eos = model.generation_config.eos_token_id
-    if isinstance(eos, int):  # a GGUF conversion names one end token; generated_lengths reads a list
-        model.generation_config.eos_token_id = [eos]
     prompts = story_prompts(plan.overhead_prompts)
     sequential(model, loaded.tokenizer, [(p, 8) for p in prompts[:2]])  # warm-up
     result = sequential(model, loaded.tokenizer, list(zip(prompts, lengths, strict=True)))
