@@ -31,7 +31,7 @@ class ServerProcess(BaseModel):
     host: str = Field(default="0.0.0.0", description="Address to listen on (a pod serves on every interface).")
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65_535, description="Port to listen on.")
     torch_threads: int | None = Field(
-        default=None, ge=1, le=1024, description="CPU threads for torch. Default: the cores available minus one."
+        default=None, ge=1, le=1024, description="CPU threads for torch. Default: every core available."
     )
 
 
