@@ -100,6 +100,7 @@ def _start_service(state: ServerState, engine: Engine) -> GenerationService:
         batch_wait_seconds=limits.batch_wait_ms / 1000,
         observe_batch=metrics.observe_batch,
         observe_queue=metrics.observe_queue,
+        torch_threads=settings.torch_threads,
     )
     scheduler.start()
     metrics.observe_loaded(engine.info.quantization, engine.info.weight_bytes)

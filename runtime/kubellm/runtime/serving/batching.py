@@ -230,8 +230,10 @@ class Scheduler:
         batch_wait_seconds: float,
         observe_batch: Callable[[int], None] = _noop,
         observe_queue: Callable[[int], None] = _noop,
+        torch_threads: int | None = None,
     ) -> None:
         self.model = model
+        self.torch_threads = torch_threads
         self.max_batch_size = max_batch_size
         self.batch_wait_seconds = batch_wait_seconds
         self._observe_batch = observe_batch
@@ -275,6 +277,10 @@ class Scheduler:
         return len(self._waiting)
 
     def _run(self) -> None:
+        if self.torch_threads is not None:
+            # Set here, in the decoding thread: torch's CPU thread pool serves best the thread that
+            # first uses it (kubellm serve loads the model on one thread so that this one is it).
+            torch.set_num_threads(self.torch_threads)
         with torch.inference_mode():
             while self._next_round():
                 self._step()

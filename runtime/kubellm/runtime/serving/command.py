@@ -82,10 +82,18 @@ def default_torch_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _set_torch_threads(threads: int | None) -> None:
+def _load_on_one_thread(settings: ServerSettings) -> ServerSettings:
+    """Load on one torch thread; the decoding thread gets ``torch_threads`` (default: every core).
+
+    torch's CPU thread pool runs fastest for the thread that first uses it with more than one
+    thread: on SmolLM2-135M (2 cores), loading with 2 threads here and decoding on the scheduler's
+    thread gave 152 tok/s at 16 sequences in fp32 and 165 in int8, against 211 and 320 when the
+    loading used one thread and the decoding thread was the first to use two.
+    """
     import torch  # noqa: PLC0415
 
-    torch.set_num_threads(threads or default_torch_threads())
+    torch.set_num_threads(1)
+    return settings.model_copy(update={"torch_threads": settings.torch_threads or default_torch_threads()})
 
 
 def _serve(settings: ServerSettings, log_level: str) -> int:
@@ -98,7 +106,7 @@ def _serve(settings: ServerSettings, log_level: str) -> int:
     from kubellm.runtime.serving.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(log_level)
-    _set_torch_threads(settings.torch_threads)
+    settings = _load_on_one_thread(settings)
     try:
         engine = load_engine(settings)
     except ModelSourceError as error:  # retrying cannot help: the source itself is wrong
