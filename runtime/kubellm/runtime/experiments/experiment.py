@@ -12,6 +12,7 @@ adds the best candidate to the variants and runs the experiment on the held-out 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -61,7 +62,7 @@ from .optimize import (
     split_rows,
 )
 from .report import ReportContext, write_report, write_result
-from .results import ExperimentResult, analyse, answer_texts, decide, score_requests
+from .results import ExperimentResult, analyse, answer_texts, decide, lower_is_better, score_requests
 from .runner import (
     REQUESTS_FILE,
     PlannedRequest,
@@ -281,8 +282,8 @@ class _Search:
         planned = plan_requests(config, self.splits.search, templates, self.settings.api, self.model)
         log = RequestLog(self.settings.output_dir / SEARCH_REQUESTS_FILE)
         records = await send_requests(planned, self.client, config.concurrency, log, self.progress)
-        self.judging.config, self.judging.templates = config, templates
-        judged = await self.judging.judge(records)
+        judging = dataclasses.replace(self.judging, config=config, templates=templates)  # shares the judgements
+        judged = await judging.judge(records)
         table = score_requests(config, self.splits.search, templates, records, judged)
         values = table.row_values(config.primary_metric, variant.name)
         finite = values[np.isfinite(values)]
@@ -343,13 +344,12 @@ async def _optimize(search_run: _Search) -> tuple[PromptVariant, OptimizationRep
     """Search, write the found variant and the trials, return the variant and the search's report."""
     optimize = search_run.config.optimize
     assert optimize is not None
-    slower = search_run.config.primary_metric in {s.name for s in search_run.config.scorers if s.type == "latency"}
     outcome = await search(
         search_run.space,
         search_run.evaluate,
         trials=optimize.trials,
         seed=optimize.seed,
-        maximize=not slower,
+        maximize=search_run.config.primary_metric not in lower_is_better(search_run.config),
         on_trial=search_run.on_trial,
     )
     found = search_run.variant(outcome.best.candidate, optimize.variant)

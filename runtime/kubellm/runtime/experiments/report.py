@@ -19,11 +19,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubellm.contract.experiments import ExperimentConfig, MetricSummary, VariantComparison, VariantResult
 
 from .judge import STRONG_CORRELATION, JudgeReport
-from .results import ExperimentResult
+from .results import ExperimentResult, lower_is_better
 
 __all__ = [
     "CHART_FILE",
@@ -242,14 +243,22 @@ def chart_files(config: ExperimentConfig, result: ExperimentResult) -> dict[str,
     return {m: CHART_FILE if m == config.primary_metric else f"scores-{m}.png" for m in dict.fromkeys(metrics)}
 
 
-def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path, metric: str | None = None) -> bool:
-    """Chart ``metric`` (the primary one by default) per variant with its interval; False without matplotlib."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend; None without matplotlib (an optional dependency)."""
     try:
         import matplotlib  # noqa: PLC0415 - optional dependency
 
         matplotlib.use("Agg")
         from matplotlib import pyplot  # noqa: PLC0415
     except ImportError:
+        return None
+    return pyplot
+
+
+def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path, metric: str | None = None) -> bool:
+    """Chart ``metric`` (the primary one by default) per variant with its interval; False without matplotlib."""
+    pyplot = _pyplot()
+    if pyplot is None:
         return False
     metric, control = metric or config.primary_metric, config.control or config.variants[0].name
     names, means, below, above = [], [], [], []
@@ -274,12 +283,8 @@ def write_chart(config: ExperimentConfig, result: ExperimentResult, path: Path, 
 
 def write_search_chart(metric: str, scores: Sequence[float | None], path: Path, *, maximize: bool = True) -> bool:
     """Each trial's score on the search split, the best so far and the control's (trial 0); False without matplotlib."""
-    try:
-        import matplotlib  # noqa: PLC0415 - optional dependency
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot  # noqa: PLC0415
-    except ImportError:
+    pyplot = _pyplot()
+    if pyplot is None:
         return False
     trials = [(n, v) for n, v in enumerate(scores) if v is not None and math.isfinite(v)]
     pick = max if maximize else min
@@ -370,7 +375,10 @@ def write_report(config: ExperimentConfig, result: ExperimentResult, context: Re
     charts = chart_files(config, result)
     charted = [metric for metric, name in charts.items() if write_chart(config, result, output_dir / name, metric)]
     searched = bool(context.search_scores) and write_search_chart(
-        config.primary_metric, context.search_scores, output_dir / SEARCH_CHART_FILE
+        config.primary_metric,
+        context.search_scores,
+        output_dir / SEARCH_CHART_FILE,
+        maximize=config.primary_metric not in lower_is_better(config),
     )
     control = config.control or config.variants[0].name
     lines = [

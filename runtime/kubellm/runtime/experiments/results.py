@@ -39,7 +39,15 @@ from .scorers import COMBINED_SCORE, Answers, combined_score, score_answers
 from .statistics import POWER, Comparison, Verdict, compare_with_control, mean_interval, rows_needed
 from .templates import VariantTemplate
 
-__all__ = ["ExperimentResult", "ScoreTable", "analyse", "answer_texts", "decide", "score_requests"]
+__all__ = [
+    "ExperimentResult",
+    "ScoreTable",
+    "analyse",
+    "answer_texts",
+    "decide",
+    "lower_is_better",
+    "score_requests",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -94,6 +102,11 @@ def answer_texts(
     return {key: text or "" for key, text in texts.items() if not records[key].failed}
 
 
+def lower_is_better(config: ExperimentConfig) -> frozenset[str]:
+    """The metrics where less is better: the latency scorers'."""
+    return frozenset(scorer.name for scorer in config.scorers if scorer.type == "latency")
+
+
 def score_requests(
     config: ExperimentConfig,
     rows: Sequence[DatasetRow],
@@ -118,11 +131,10 @@ def score_requests(
     columns = {scorer.name: score_answers(scorer, answers) for scorer in config.scorers}
     metrics = {name: column.reshape(shape) for name, column in columns.items()}
     metrics[COMBINED_SCORE] = combined_score(columns, config.scorers).reshape(shape)
-    slower = frozenset(scorer.name for scorer in config.scorers if scorer.type == "latency")
     found = zip(keys, chosen, extracted, strict=True)
     missing = [key.variant for key, record, text in found if not record.failed and text is None]
     unextracted = {name: missing.count(name) for name in names if templates[name].extract is not None}
-    return ScoreTable(variants=names, metrics=metrics, lower_is_better=slower, unextracted=unextracted)
+    return ScoreTable(variants=names, metrics=metrics, lower_is_better=lower_is_better(config), unextracted=unextracted)
 
 
 def _summary(name: str, values: FloatArray, alpha: float) -> MetricSummary | None:
