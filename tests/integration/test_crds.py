@@ -22,7 +22,7 @@ from kubellm.contract.training import DataQualityReport, ParameterValue, SearchR
 from kubellm.operator import api
 from kubellm.operator.api import crdgen, finetunejob, modeldeployment, promptexperiment
 from kubellm.operator.api.common import Condition, KindInfo
-from tests.api_cases import EXAMPLES, INVALID_CASES, InvalidCase, load_example, merge_patch
+from tests.api_cases import EXAMPLES, INVALID_CASES, LLAMACPP_SPEC, InvalidCase, load_example, merge_patch
 from tests.harness.cluster import Cluster
 
 pytestmark = pytest.mark.integration
@@ -190,6 +190,7 @@ ACCEPTED_VARIANTS = {
     "mdep-cache-off": ("modeldeployment", {"serving": {"cache": {"enabled": False}}}),
     "mdep-cache-enabled-in-process": ("modeldeployment", {"serving": {"cache": {"enabled": True}}}),
     "ftj-lora-without-settings": ("finetunejob", {"training": {"lora": None}}),
+    "mdep-llamacpp-gguf": ("modeldeployment", LLAMACPP_SPEC),
 }
 
 

@@ -24,7 +24,7 @@ from kubellm.contract.schema import ModelSource
 from kubellm.contract.serving import CacheConfig, GenerationLimits, ServingConfig
 from kubellm.runtime.serving import command
 from kubellm.runtime.serving.app import create_app
-from kubellm.runtime.serving.engine import Engine, load_engine
+from kubellm.runtime.serving.engine import Engine, load_transformers_engine
 from kubellm.runtime.serving.settings import ServerSettings
 from tests.harness.cluster import free_port
 from tests.harness.redis import RedisServer
@@ -46,7 +46,7 @@ def _settings(cache_url: str | None = None, **limits: int) -> ServerSettings:
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return load_engine(_settings())
+    return load_transformers_engine(_settings())
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubellm.contract.schema import ModelSource
 from kubellm.contract.serving import CacheConfig, GenerationLimits, ServingConfig
 from kubellm.runtime.serving.app import create_app
-from kubellm.runtime.serving.engine import Engine, load_engine
+from kubellm.runtime.serving.engine import Engine, load_transformers_engine
 from kubellm.runtime.serving.service import GenerationService
 from kubellm.runtime.serving.settings import ServerSettings
 from tests.harness.cluster import free_port
@@ -62,7 +62,7 @@ def engine_for(model: str = MODEL) -> Engine:
     share a core with them slow every step down many times over.
     """
     torch.set_num_threads(1)
-    return load_engine(server_settings().model_copy(update={"model": ModelSource(uri=model)}))
+    return load_transformers_engine(server_settings().model_copy(update={"model": ModelSource(uri=model)}))
 
 
 def tiny_engine() -> Engine:

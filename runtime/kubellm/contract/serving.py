@@ -1,6 +1,6 @@
 """ModelDeployment's part of the contract: the ``serving`` section and the run document ``kubellm serve`` reads.
 
-- Spec section: :class:`ServingConfig` (precision, limits, cache), embedded as a
+- Spec section: :class:`ServingConfig` (engine, precision, limits, cache), embedded as a
   ModelDeployment's ``spec.serving``.
 - Run document: :class:`ServerRun` is what one server runs: the model source, its served names,
   the adapters (each a resolved URI) and the serving section. The operator writes it into the
@@ -27,9 +27,14 @@ from kubellm.contract.schema import (
 )
 
 __all__ = [
+    "ENGINES",
+    "LLAMACPP_NEEDS_GGUF",
+    "LLAMACPP_NO_ADAPTERS",
+    "LLAMACPP_ON_CPU",
     "QUANTIZATIONS",
     "SERVER_PORT",
     "CacheConfig",
+    "EngineName",
     "GenerationLimits",
     "Quantization",
     "ServedAdapter",
@@ -40,6 +45,23 @@ __all__ = [
 Quantization = Literal["none", "fp16", "bf16", "int8", "int4"]
 """Weight precision when serving: int8 works on CPU and GPU, int4 needs a GPU."""
 QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+EngineName = Literal["transformers", "llamacpp"]
+"""What runs the model: transformers (PyTorch) or llama.cpp (GGUF files on CPU)."""
+ENGINES: tuple[str, ...] = get_args(EngineName)
+LLAMACPP_NEEDS_GGUF = (
+    "serving.engine llamacpp serves a .gguf file: set model.uri to one (a FineTuneJob's output is a "
+    "transformers folder: serve it with engine transformers)"
+)
+LLAMACPP_NO_ADAPTERS = (
+    "serving.engine llamacpp serves no LoRA adapters: remove adapters (and baseModelName) or use engine transformers"
+)
+LLAMACPP_ON_CPU = "serving.engine llamacpp runs on CPU: remove the GPU request or use engine transformers"
+_LLAMACPP_OWN_PRECISION = CelRule(
+    rule="self.engine != 'llamacpp' || self.quantization == 'none'",
+    message="serving.engine llamacpp runs the GGUF file at its own precision: leave quantization at none "
+    "(serve a Q8_0 or Q4 file for smaller weights)",
+    field_path=".quantization",
+)
 SERVER_PORT = 8000
 """The port ``kubellm serve`` listens on in a pod (the Service and the probes point at it)."""
 REDIS_URL_PATTERN = r"^rediss?://[^\s@]+$"
@@ -140,8 +162,18 @@ class CacheConfig(ConfigModel):
 
 
 class ServingConfig(ConfigModel):
-    """How the model server runs: precision, limits and cache."""
+    """How the model server runs: engine, precision, limits and cache."""
 
+    cel_rules = (_LLAMACPP_OWN_PRECISION,)
+
+    engine: EngineName = Field(
+        default="transformers",
+        description=(
+            "What runs the model: transformers (PyTorch: any model source, LoRA adapters, quantization, GPUs) "
+            "or llamacpp (llama.cpp on CPU, for a .gguf model file at the file's own precision, batched like "
+            "transformers: several times faster decoding on CPU; no adapters)."
+        ),
+    )
     quantization: Quantization = Field(
         default="none",
         description=(
@@ -154,6 +186,11 @@ class ServingConfig(ConfigModel):
     cache: CacheConfig = model_section(
         CacheConfig, "Response cache: in-process by default, Redis with a url, none with enabled: false."
     )
+
+    @model_validator(mode="after")
+    def _llamacpp_own_precision(self) -> ServingConfig:
+        check(self.engine == "llamacpp" and self.quantization != "none", _LLAMACPP_OWN_PRECISION.message)
+        return self
 
 
 class ServedAdapter(ConfigModel):
@@ -179,11 +216,18 @@ class ServerRun(ConfigModel):
     adapters: list[ServedAdapter] = Field(
         default_factory=list, max_length=64, description="LoRA adapters on the model, each under its own name."
     )
-    serving: ServingConfig = model_section(ServingConfig, "Precision, limits and cache.")
+    serving: ServingConfig = model_section(ServingConfig, "Engine, precision, limits and cache.")
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServerRun:
         check_unique("model names", self.model_names())
+        return self
+
+    @model_validator(mode="after")
+    def _llamacpp_serves_one_gguf_file(self) -> ServerRun:
+        if self.serving.engine == "llamacpp":
+            check(not self.model.uri.lower().endswith(".gguf"), LLAMACPP_NEEDS_GGUF)
+            check(bool(self.adapters) or self.base_model_name is not None, LLAMACPP_NO_ADAPTERS)
         return self
 
     def model_names(self) -> list[str]:

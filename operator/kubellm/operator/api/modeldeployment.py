@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from kubellm.contract.schema import DNS_SUBDOMAIN_PATTERN, SOURCE_URI_PATTERN, Identifier, model_section
-from kubellm.contract.serving import ServingConfig
+from kubellm.contract.schema import DNS_SUBDOMAIN_PATTERN, SOURCE_URI_PATTERN, Identifier, check, model_section
+from kubellm.contract.serving import LLAMACPP_NEEDS_GGUF, LLAMACPP_NO_ADAPTERS, LLAMACPP_ON_CPU, ServingConfig
 from kubellm.operator.api.common import (
     AGE_COLUMN,
     CONDITION_DEGRADED,
@@ -190,6 +190,10 @@ class MonitoringConfig(ConfigModel):
     interval_seconds: int = Field(default=30, ge=5, le=3600, description="Scrape interval.")
 
 
+_LLAMACPP_CEL = "!has(self.serving) || self.serving.engine != 'llamacpp'"
+"""CEL, true when a spec does not ask for the llama.cpp engine (the rules after it apply only with it)."""
+
+
 class ModelDeploymentSpec(WorkloadSpec):
     """The desired model server."""
 
@@ -202,6 +206,21 @@ class ModelDeploymentSpec(WorkloadSpec):
             rule=f"!has(self.serving) || self.serving.quantization != 'int4' || ({HAS_GPU_CEL})",
             message="serving.quantization int4 needs a GPU: set resources.limits, e.g. nvidia.com/gpu: 1",
             field_path=".serving.quantization",
+        ),
+        CelRule(
+            rule=f"{_LLAMACPP_CEL} || (has(self.model) && self.model.uri.lowerAscii().endsWith('.gguf'))",
+            message=LLAMACPP_NEEDS_GGUF,
+            field_path=".serving.engine",
+        ),
+        CelRule(
+            rule=f"{_LLAMACPP_CEL} || !has(self.adapters) || size(self.adapters) == 0",
+            message=LLAMACPP_NO_ADAPTERS,
+            field_path=".serving.engine",
+        ),
+        CelRule(
+            rule=f"{_LLAMACPP_CEL} || !({HAS_GPU_CEL})",
+            message=LLAMACPP_ON_CPU,
+            field_path=".serving.engine",
         ),
     )
 
@@ -236,10 +255,17 @@ class ModelDeploymentSpec(WorkloadSpec):
             raise ValueError(_ONE_SOURCE.format("model or fineTuneJobRef"))
         if self.serving.quantization == "int4" and not self.has_gpu():
             raise ValueError("serving.quantization int4 needs a GPU: set resources.limits, e.g. nvidia.com/gpu: 1")
+        if self.serving.engine == "llamacpp":
+            self._check_llamacpp()
         names = [adapter.name for adapter in self.adapters]
         if len(set(names)) != len(names):
             raise ValueError(f"adapters: duplicate names {sorted(names)}")
         return self
+
+    def _check_llamacpp(self) -> None:
+        check(self.model is None or not self.model.uri.lower().endswith(".gguf"), LLAMACPP_NEEDS_GGUF)
+        check(bool(self.adapters), LLAMACPP_NO_ADAPTERS)
+        check(self.has_gpu(), LLAMACPP_ON_CPU)
 
     def most_replicas(self) -> int:
         """The most replicas this spec can run: the autoscaler's maximum, else replicas."""

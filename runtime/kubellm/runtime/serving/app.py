@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kubellm.runtime.serving.batching import Scheduler
 from kubellm.runtime.serving.cache import CacheStore, MemoryStore, RedisStore, ResponseCache
-from kubellm.runtime.serving.engine import Engine, load_engine
+from kubellm.runtime.serving.engine import ServingEngine, load_engine
 from kubellm.runtime.serving.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -54,7 +54,7 @@ STATUS_OF: dict[type[ServingError], int] = {
 _RETRY_STATUSES = frozenset({429, 503})
 
 
-def create_app(settings: ServerSettings, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: ServerSettings, engine: ServingEngine | None = None) -> FastAPI:
     """The server app; it loads ``settings.model`` in the background unless ``engine`` is given."""
     state = ServerState(settings=settings, metrics=ServerMetrics(settings.served_model_name))
     app = FastAPI(title="kubellm", version="1", lifespan=_lifespan(state, engine))
@@ -91,7 +91,7 @@ def _response_cache(state: ServerState) -> ResponseCache | None:
     )
 
 
-def _start_service(state: ServerState, engine: Engine) -> GenerationService:
+def _start_service(state: ServerState, engine: ServingEngine) -> GenerationService:
     settings, metrics = state.settings, state.metrics
     limits = settings.serving.limits
     scheduler = Scheduler(
@@ -117,7 +117,7 @@ async def _load_in_background(state: ServerState) -> None:
     state.service = _start_service(state, engine)
 
 
-def _lifespan(state: ServerState, engine: Engine | None) -> Callable[[FastAPI], Any]:
+def _lifespan(state: ServerState, engine: ServingEngine | None) -> Callable[[FastAPI], Any]:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         loading = None

@@ -8,7 +8,9 @@ length), so after every decoding step a waiting request can join and a finished 
 row. Positions are per row, so padding never shifts a row's positions.
 
 The :class:`Scheduler` runs that loop on its own thread, off the event loop; each
-:class:`Sequence` reports tokens through a thread-safe ``sink``.
+:class:`Sequence` reports tokens through a thread-safe ``sink``. It sees a batch only as a
+:class:`RowBatch`, so an engine with its own cache (llama.cpp keeps one per sequence id) brings
+its own kind of batch, and it admits a waiting sequence only when the engine reserves room for it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch.nn import functional
 
 from kubellm.runtime.serving.sampling import SamplingParams, make_generator, sample_next_tokens
 
-__all__ = ["Batch", "Scheduler", "Sequence", "SequenceEvent", "StepModel"]
+__all__ = ["Batch", "RowBatch", "Scheduler", "Sequence", "SequenceEvent", "StepModel"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +143,28 @@ def _left_pad(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
     return functional.pad(tensor, pad)
 
 
+class RowBatch(Protocol):
+    """Rows decoded together, as the scheduler sees them; each engine brings its own kind."""
+
+    sequences: list[Sequence]
+
+    def __len__(self) -> int:
+        """The number of rows."""
+        ...
+
+    def filter(self, keep: list[int]) -> RowBatch:
+        """Only the rows ``keep`` (the engine forgets the others' cache)."""
+        ...
+
+    def joined(self, other: RowBatch) -> RowBatch:
+        """This batch's rows, then ``other``'s (freshly prefilled rows of the same engine)."""
+        ...
+
+    def advance(self, tokens: list[int]) -> None:
+        """Feed the chosen tokens as the next inputs."""
+        ...
+
+
 @dataclass
 class Batch:
     """Rows decoded together; ``attention_mask`` covers the cached positions plus the next token."""
@@ -170,6 +194,11 @@ class Batch:
             cache=self.cache,
         )
 
+    def joined(self, other: RowBatch) -> Batch:
+        """This batch's rows, then ``other``'s."""
+        assert isinstance(other, Batch)
+        return Batch.concatenate([self, other])
+
     @classmethod
     def concatenate(cls, batches: list[Batch]) -> Batch:
         """One batch of all the rows; shorter caches are left-padded (and masked)."""
@@ -198,15 +227,23 @@ class Batch:
 
 
 class StepModel(Protocol):
-    """What the scheduler needs of the engine: forward passes and detokenization."""
+    """What the scheduler needs of the engine: room for sequences, forward passes and detokenization."""
 
     eos_token_ids: frozenset[int]
 
-    def prefill(self, sequences: list[Sequence]) -> tuple[Batch, torch.Tensor]:
+    def reserve(self, sequence: Sequence) -> bool:
+        """Whether ``sequence`` may join the running batch now; if so, its room is kept until it leaves."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every sequence (a step failed, and with it every running sequence)."""
+        ...
+
+    def prefill(self, sequences: list[Sequence]) -> tuple[RowBatch, torch.Tensor]:
         """A new batch for ``sequences`` (prompt run through the model) and its last-position logits."""
         ...
 
-    def decode(self, batch: Batch) -> torch.Tensor:
+    def decode(self, batch: RowBatch) -> torch.Tensor:
         """Run the batch's next tokens through the model; the logits of each row."""
         ...
 
@@ -239,7 +276,7 @@ class Scheduler:
         self._observe_batch = observe_batch
         self._observe_queue = observe_queue
         self._waiting: deque[Sequence] = deque()
-        self._active: Batch | None = None
+        self._active: RowBatch | None = None
         self._wake = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="kubellm-scheduler", daemon=True)
@@ -301,7 +338,10 @@ class Scheduler:
         with self._wake:
             admitted: list[Sequence] = []
             while self._waiting and len(admitted) < free:
-                sequence = self._waiting.popleft()
+                sequence = self._waiting[0]
+                if not sequence.cancelled and not self.model.reserve(sequence):
+                    break  # first come, first served: the head waits for room, nobody overtakes it
+                self._waiting.popleft()
                 if not sequence.cancelled:
                     admitted.append(sequence)
             self._observe_queue(len(self._waiting))
@@ -321,8 +361,9 @@ class Scheduler:
                 if not sequence.finished:
                     sequence.fail(f"generation failed: {type(error).__name__}")
             self._active = None
+            self.model.reset()
 
-    def _decode(self, batch: Batch) -> Batch | None:
+    def _decode(self, batch: RowBatch) -> RowBatch | None:
         if any(sequence.cancelled for sequence in batch.sequences):
             remaining = self._drop_finished(batch)
             if remaining is None:
@@ -335,9 +376,9 @@ class Scheduler:
         fresh = self._sample_and_advance(*self.model.prefill(sequences))
         if fresh is None:
             return
-        self._active = fresh if self._active is None else Batch.concatenate([self._active, fresh])
+        self._active = fresh if self._active is None else self._active.joined(fresh)
 
-    def _sample_and_advance(self, batch: Batch, logits: torch.Tensor) -> Batch | None:
+    def _sample_and_advance(self, batch: RowBatch, logits: torch.Tensor) -> RowBatch | None:
         sequences = batch.sequences
         tokens = sample_next_tokens(logits, [s.params for s in sequences], [s.generator for s in sequences])
         for sequence, token in zip(sequences, tokens, strict=True):
@@ -346,8 +387,9 @@ class Scheduler:
         return self._drop_finished(batch)
 
     @staticmethod
-    def _drop_finished(batch: Batch) -> Batch | None:
+    def _drop_finished(batch: RowBatch) -> RowBatch | None:
         keep = [row for row, sequence in enumerate(batch.sequences) if not sequence.finished]
-        if not keep:
-            return None
-        return batch if len(keep) == len(batch) else batch.filter(keep)
+        if len(keep) == len(batch):
+            return batch
+        remaining = batch.filter(keep)  # even to no rows: the engine frees what the finished ones held
+        return remaining if keep else None

@@ -1,6 +1,11 @@
 """The engine: owns the model, its tokenizer and adapters, and runs forward passes. No HTTP here.
 
-It loads through :mod:`kubellm.runtime.models` (any source URI, including ``dummy://`` and a
+:class:`ServingEngine` is what the service and the scheduler use of any engine: the tokenizer's
+side (prompts, chat templates, text) and the forward passes of :class:`StepModel`.
+:func:`load_engine` loads the one ``serving.engine`` names: :class:`Engine` (transformers, here)
+or llama.cpp (:mod:`kubellm.runtime.serving.llamacpp`).
+
+The transformers engine loads through :mod:`kubellm.runtime.models` (any source URI, including ``dummy://`` and a
 FineTuneJob's output folder), applies the quantization mode, attaches LoRA adapters (each
 under its own model name; rows of one batch may use different adapters, as peft's mixed-batch
 inference allows) and implements :class:`~kubellm.runtime.serving.batching.StepModel` for
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
@@ -20,17 +26,17 @@ import torch
 from peft import PeftModel
 from transformers import DynamicCache
 
-from kubellm.contract.serving import Quantization, ServedAdapter
+from kubellm.contract.serving import EngineName, Quantization, ServedAdapter
 from kubellm.runtime.models.compat import peft_deprecations_silenced
 from kubellm.runtime.models.hub import translated_hub_errors
 from kubellm.runtime.models.loading import load_model
 from kubellm.runtime.models.sources import HubSource, ModelSourceError, PathSource, parse_source
-from kubellm.runtime.serving.batching import Batch, Sequence
+from kubellm.runtime.serving.batching import Batch, RowBatch, Sequence
 from kubellm.runtime.serving.errors import InvalidRequestError
 from kubellm.runtime.serving.quantize import check_supported, load_options, quantize_int8_cpu, weight_bytes
 from kubellm.runtime.serving.settings import ServerSettings
 
-__all__ = ["BASE_ADAPTER", "Engine", "EngineInfo", "load_engine"]
+__all__ = ["BASE_ADAPTER", "Engine", "EngineInfo", "ServingEngine", "load_engine", "load_transformers_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ _PEFT_DEFAULT = "default"
 class EngineInfo:
     """What was loaded, for logs, metrics and ``/v1/models``."""
 
+    engine: EngineName
     uri: str
     revision: str | None
     model_type: str
@@ -53,24 +60,17 @@ class EngineInfo:
     load_seconds: float
 
 
-class Engine:
-    """A loaded model ready to prefill and decode batches."""
+class ServingEngine(ABC):
+    """A loaded model and its tokenizer: the text side here, the forward passes in each engine."""
 
-    def __init__(
-        self, model: Any, tokenizer: Any, info: EngineInfo, adapters: Mapping[str, str], base_adapter: str | None
-    ) -> None:
-        self.model = model
+    eos_token_ids: frozenset[int]
+
+    def __init__(self, tokenizer: Any, info: EngineInfo, adapters: Mapping[str, str], max_positions: int) -> None:
         self.tokenizer = tokenizer
         self.info = info
         self.adapters = dict(adapters)
-        """Served adapter name -> peft adapter name."""
-        self._base_adapter = base_adapter
-        self._peft = isinstance(model, PeftModel)
-        self.device = torch.device(info.device)
-        self.eos_token_ids = _eos_token_ids(model, tokenizer)
-        pad = tokenizer.pad_token_id
-        self.pad_token_id = int(pad if pad is not None else tokenizer.eos_token_id)
-        self.max_positions = _max_positions(model)
+        """Served adapter name -> the engine's adapter name."""
+        self.max_positions = max_positions
 
     # --- text ---------------------------------------------------------------------------
 
@@ -101,6 +101,40 @@ class Engine:
 
     # --- forward passes (StepModel) -----------------------------------------------------
 
+    def reserve(self, sequence: Sequence) -> bool:
+        """Whether ``sequence`` may join the running batch now (room for its prompt and answer)."""
+        return True
+
+    def reset(self) -> None:
+        """Forget every sequence: a step failed and failed them all."""
+        return None
+
+    @abstractmethod
+    def prefill(self, sequences: list[Sequence]) -> tuple[RowBatch, torch.Tensor]:
+        """A new batch for ``sequences`` (prompts run through the model) and its last-position logits."""
+
+    @abstractmethod
+    def decode(self, batch: RowBatch) -> torch.Tensor:
+        """One decoding step for every row of the batch: the logits of each row."""
+
+
+class Engine(ServingEngine):
+    """A transformers model ready to prefill and decode batches."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, info: EngineInfo, adapters: Mapping[str, str], base_adapter: str | None
+    ) -> None:
+        super().__init__(tokenizer, info, adapters, _max_positions(model))
+        self.model = model
+        self._base_adapter = base_adapter
+        self._peft = isinstance(model, PeftModel)
+        self.device = torch.device(info.device)
+        self.eos_token_ids = _eos_token_ids(model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = int(pad if pad is not None else tokenizer.eos_token_id)
+
+    # --- forward passes (StepModel) -----------------------------------------------------
+
     def prefill(self, sequences: list[Sequence]) -> tuple[Batch, torch.Tensor]:
         """Run the prompts (left-padded) through the model: a new batch and its next-token logits."""
         width = max(len(sequence.prompt_ids) for sequence in sequences)
@@ -114,8 +148,9 @@ class Engine:
         batch = Batch(sequences, input_ids[:, -1:], attention_mask, positions[:, -1:], cache)
         return batch, logits
 
-    def decode(self, batch: Batch) -> torch.Tensor:
+    def decode(self, batch: RowBatch) -> torch.Tensor:
         """One decoding step for every row of the batch."""
+        assert isinstance(batch, Batch)
         return self._forward(batch.next_tokens, batch.attention_mask, batch.positions, batch.cache, batch.sequences)
 
     def _forward(
@@ -192,8 +227,17 @@ def _attach_adapters(model: Any, adapters: Seq[ServedAdapter]) -> Any:
     return model
 
 
-def load_engine(settings: ServerSettings) -> Engine:
-    """Load the model, apply quantization, attach adapters; raises ModelSourceError with a one-line reason."""
+def load_engine(settings: ServerSettings) -> ServingEngine:
+    """Load the engine ``serving.engine`` names; raises ModelSourceError with a one-line reason."""
+    if settings.serving.engine == "llamacpp":
+        from kubellm.runtime.serving.llamacpp import load_llamacpp_engine  # noqa: PLC0415  (only when chosen)
+
+        return load_llamacpp_engine(settings)
+    return load_transformers_engine(settings)
+
+
+def load_transformers_engine(settings: ServerSettings) -> Engine:
+    """Load a transformers model, apply quantization, attach adapters."""
     started = time.monotonic()
     mode, device = settings.serving.quantization, _device(settings)
     check_supported(mode, device)
@@ -211,6 +255,7 @@ def load_engine(settings: ServerSettings) -> Engine:
         model = quantize_int8_cpu(model)
     model.eval()
     info = EngineInfo(
+        engine="transformers",
         uri=settings.model.uri,
         revision=settings.model.revision,
         model_type=loaded.model_type,
@@ -220,7 +265,7 @@ def load_engine(settings: ServerSettings) -> Engine:
         weight_bytes=weight_bytes(model),
         load_seconds=time.monotonic() - started,
     )
-    log.info("model loaded", extra={"fields": _info_fields(info, settings)})
+    log_loaded(info, settings)
     return Engine(model, loaded.tokenizer, info, _served_adapters(settings), base_adapter)
 
 
@@ -232,9 +277,15 @@ def _served_adapters(settings: ServerSettings) -> dict[str, str]:
     return adapters
 
 
+def log_loaded(info: EngineInfo, settings: ServerSettings) -> None:
+    """The one log line of a loaded model."""
+    log.info("model loaded", extra={"fields": _info_fields(info, settings)})
+
+
 def _info_fields(info: EngineInfo, settings: ServerSettings) -> dict[str, Any]:
     return {
         "model": settings.served_model_name,
+        "engine": info.engine,
         "uri": info.uri,
         "quantization": info.quantization,
         "device": info.device,

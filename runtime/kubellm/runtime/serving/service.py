@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from kubellm.runtime.serving.batching import Scheduler, Sequence, SequenceEvent
 from kubellm.runtime.serving.cache import ResponseCache, cache_key
-from kubellm.runtime.serving.engine import Engine
+from kubellm.runtime.serving.engine import ServingEngine
 from kubellm.runtime.serving.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -138,7 +138,7 @@ class GenerationService:
     def __init__(
         self,
         settings: ServerSettings,
-        engine: Engine,
+        engine: ServingEngine,
         scheduler: Scheduler,
         metrics: ServerMetrics,
         cache: ResponseCache | None,

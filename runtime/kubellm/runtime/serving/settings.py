@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
-from kubellm.contract.serving import SERVER_PORT, Quantization, ServerRun
+from kubellm.contract.serving import SERVER_PORT, EngineName, Quantization, ServerRun
 from kubellm.runtime.errors import ConfigError
 from kubellm.runtime.settings import CommandOptions, document_option
 
@@ -31,7 +31,10 @@ class ServerProcess(BaseModel):
     host: str = Field(default="0.0.0.0", description="Address to listen on (a pod serves on every interface).")
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65_535, description="Port to listen on.")
     torch_threads: int | None = Field(
-        default=None, ge=1, le=1024, description="CPU threads for torch. Default: every core available."
+        default=None,
+        ge=1,
+        le=1024,
+        description="CPU threads for torch (and for llama.cpp with engine llamacpp). Default: every core available.",
     )
 
 
@@ -68,6 +71,7 @@ class ServeOptions(CommandOptions, ServerProcess):
     served_model_name: str | None = document_option(ServerRun, "servedModelName")
     base_model_name: str | None = document_option(ServerRun, "baseModelName")
     adapter: Annotated[list[str] | None, NoDecode] = document_option(ServerRun, "adapters", metavar="NAME=SOURCE")
+    engine: EngineName | None = document_option(ServerRun, "serving.engine")
     quantization: Quantization | None = document_option(ServerRun, "serving.quantization")
     redis_url: str | None = document_option(ServerRun, "serving.cache.url")
     cache_ttl: int | None = document_option(ServerRun, "serving.cache.ttlSeconds")

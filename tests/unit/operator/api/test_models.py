@@ -15,7 +15,7 @@ from kubellm.contract.training import TrainingConfig, TrainingProgress
 from kubellm.operator import api
 from kubellm.operator.api import finetunejob, modeldeployment, promptexperiment
 from kubellm.operator.api.common import Condition, KindInfo
-from tests.api_cases import INVALID_CASES, InvalidCase, load_example
+from tests.api_cases import INVALID_CASES, LLAMACPP_SPEC, InvalidCase, load_example, merge_patch
 
 KIND_BY_NAME = {info.kind: info for info in api.KINDS}
 EXAMPLE_NAMES = ("finetunejob", "modeldeployment", "promptexperiment")
@@ -121,10 +121,16 @@ def test_int4_with_a_gpu_is_accepted() -> None:
     assert modeldeployment.ModelDeploymentSpec.model_validate(spec).serving.quantization == "int4"
 
 
+def test_a_llamacpp_deployment_of_a_gguf_file_is_accepted() -> None:
+    spec = merge_patch(load_example("modeldeployment")["spec"], LLAMACPP_SPEC)
+    parsed = modeldeployment.ModelDeploymentSpec.model_validate(spec)
+    assert (parsed.serving.engine, parsed.serving.quantization) == ("llamacpp", "none")
+
+
 def test_model_deployment_defaults() -> None:
     spec = modeldeployment.ModelDeploymentSpec.model_validate({"model": {"uri": "hf://org/model"}})
     assert spec.replicas == 1
-    assert spec.serving.quantization == "none"
+    assert (spec.serving.engine, spec.serving.quantization) == ("transformers", "none")
     assert (spec.serving.cache.enabled, spec.serving.cache.url) == (True, None)  # the in-process cache
     assert spec.service.port == 80
     assert spec.autoscaling is None

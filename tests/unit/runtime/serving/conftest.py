@@ -12,7 +12,7 @@ from huggingface_hub import constants
 
 from kubellm.contract.serving import GenerationLimits, ServingConfig
 from kubellm.runtime.serving.app import create_app
-from kubellm.runtime.serving.engine import Engine, load_engine
+from kubellm.runtime.serving.engine import Engine, load_transformers_engine
 from kubellm.runtime.serving.settings import ServerSettings
 
 torch.set_num_threads(1)
@@ -43,7 +43,7 @@ def tiny_settings(**overrides: object) -> ServerSettings:
 @pytest.fixture(scope="session")
 def engine() -> Engine:
     """The tiny model, loaded once."""
-    return load_engine(tiny_settings())
+    return load_transformers_engine(tiny_settings())
 
 
 @pytest.fixture

@@ -113,6 +113,9 @@ def test_every_flag_is_documented_by_the_field_it_sets() -> None:
         ("- a list", ["--model", "dummy://llama"], "expected one mapping"),
         ({"adapters": [{"name": "a", "fineTuneJobRef": {"name": "j"}}]}, ["--model", "/m"], "adapters.0.uri"),
         ({"kind": "ModelDeployment", "spec": {}}, [], "not a run document; run manifests with `kubellm run"),
+        (None, ["--engine", "llamacpp", "--model", "hf://org/model"], "serving.engine llamacpp serves a .gguf file"),
+        (None, ["--engine", "llamacpp", "--model", "/m.gguf", "--adapter", "a=/a"], "serves no LoRA adapters"),
+        (None, ["--engine", "llamacpp", "--model", "/m.gguf", "--quantization", "int8"], "at its own precision"),
     ],
 )
 def test_bad_input_is_one_line_on_stderr_and_exit_2(
