@@ -51,6 +51,8 @@ FP32, INT8 = "kubellm serve fp32", "kubellm serve int8"
 FP32_EVERY_CORE = "kubellm serve fp32, every core"
 """Measured too when kubellm's default leaves cores unused: what the default thread count costs or saves."""
 LLAMA_Q4, LLAMA_F32, LLAMA_Q8 = "llama.cpp Q4_1 (shipped file)", "llama.cpp F32", "llama.cpp Q8_0"
+KUBELLM_LLAMACPP, KUBELLM_LLAMACPP_Q8 = "kubellm serve llamacpp Q4_1", "kubellm serve llamacpp Q8_0"
+"""kubellm serve with ``--engine llamacpp`` on the shipped Q4_1 file, and on the Q8_0 copy llama.cpp's server gets."""
 CHAT_MESSAGE = "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
 OPENERS = [
     "Once upon a time, in a small village by the sea, there lived an old fisherman who",

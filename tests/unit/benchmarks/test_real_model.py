@@ -22,6 +22,7 @@ from benchmarks.real_measure import (
     FP32,
     FULL,
     INT8,
+    KUBELLM_LLAMACPP,
     LLAMA_F32,
     LLAMA_Q4,
     LLAMA_Q8,
@@ -60,6 +61,7 @@ def _measured() -> dict[str, Served]:
         FP32: _served(FP32, "kubellm", 30.0, {1: 25.0, 4: 60.0, 16: 100.0, 64: 110.0}),
         INT8: _served(INT8, "kubellm", 40.0, {1: 35.0, 16: 160.0}),
         TS_CB: _served(TS_CB, "transformers", 15.0, {1: 12.0, 4: 30.0, 16: 50.0, 64: 60.0}),
+        KUBELLM_LLAMACPP: _served(KUBELLM_LLAMACPP, "kubellm", 72.0, {1: 70.0, 4: 120.0, 16: 180.0, 64: 190.0}),
         LLAMA_Q4: _served(LLAMA_Q4, "llama.cpp", 90.0, {1: 80.0, 4: 85.0, 16: 90.0, 64: 90.0}),
         LLAMA_F32: _served(LLAMA_F32, "llama.cpp", 35.0, {1: 30.0, 4: 33.0, 16: 34.0, 64: 34.0}),
     }
@@ -127,6 +129,14 @@ def test_targets_are_judged_with_margins() -> None:
     agreement = checks["int8 greedy tokens agreeing with fp32 (free-running)"]
     assert agreement.met is False
     assert agreement.margin == pytest.approx(-5.0)
+    engine_versus_cb = checks[f"throughput at 16 clients: {KUBELLM_LLAMACPP} / {TS_CB}"]
+    assert engine_versus_cb.value == pytest.approx(3.6)
+    assert engine_versus_cb.met is True
+    engine_versus_llama = checks[f"throughput at 16 clients: {KUBELLM_LLAMACPP} / {LLAMA_Q4}"]
+    assert engine_versus_llama.value == pytest.approx(2.0)
+    assert engine_versus_llama.met is True
+    assert checks[f"throughput at 16 clients: {KUBELLM_LLAMACPP} / {FP32}"].value == pytest.approx(1.8)
+    assert checks[f"batch-1 decode: {KUBELLM_LLAMACPP} / {LLAMA_Q4}"].value == pytest.approx(0.8)
     overhead = checks["batch-1 overhead of kubellm serve fp32 over in-process generate (per token, median)"]
     assert overhead.value == pytest.approx(5.0)
     assert overhead.target == Target(10.0, at_least=False)
