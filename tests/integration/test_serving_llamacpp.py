@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -182,3 +183,34 @@ def test_a_prompt_waits_until_the_cache_has_room_for_it_then_runs(engine: LlamaC
     assert all(sequence.finish_reason in ("stop", "length") for sequence in waited)
     together = [_sequence(engine, 6, 16), _sequence(engine, 6, 16)]
     assert 2 in _steps(engine, together)
+
+
+def test_a_prompt_that_arrives_mid_batch_is_prefilled_in_the_running_rows_pass(engine: LlamaCppEngine) -> None:
+    alone = _sequence(engine, 12, 24)
+    _steps(engine, [alone])
+    first, late = _sequence(engine, 40, 16), _sequence(engine, 12, 24)
+    calls = 0
+    run = engine._context.run
+
+    def counted(tokens: list[Any]) -> Any:
+        nonlocal calls
+        calls += 1
+        return run(tokens)
+
+    engine._context.run = counted  # type: ignore[method-assign]
+    scheduler = Scheduler(engine, max_batch_size=2, batch_wait_seconds=0.0)
+    scheduler.start()
+    try:
+        scheduler.submit([first])
+        while len(first.output_ids) < 4:
+            time.sleep(0.001)
+        scheduler.submit([late])
+        deadline = time.monotonic() + 60
+        while not (first.finished and late.finished):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        scheduler.stop()
+        del engine._context.run
+    assert late.output_ids[:4] == alone.output_ids[:4]  # its own cache and positions, not the other row's
+    assert calls == len(first.output_ids)  # one pass per step: the late prompt took none of its own

@@ -247,6 +247,13 @@ class StepModel(Protocol):
         """Run the batch's next tokens through the model; the logits of each row."""
         ...
 
+    def decode_joining(self, batch: RowBatch, sequences: list[Sequence]) -> tuple[RowBatch, torch.Tensor] | None:
+        """One pass that decodes ``batch`` and prefills ``sequences``: the joined batch and every row's logits.
+
+        None when the engine cannot: then it decodes, and prefills in a pass of its own.
+        """
+        ...
+
     def detokenize(self, token_ids: list[int]) -> str:
         """Text of generated tokens, special tokens skipped."""
         ...
@@ -350,10 +357,11 @@ class Scheduler:
     def _step(self) -> None:
         admitted = self._admit()
         try:
+            joining = admitted
             if self._active is not None:
-                self._active = self._decode(self._active)
-            if admitted:
-                self._join(admitted)
+                self._active, joining = self._decode(self._active, admitted)
+            if joining:
+                self._join(joining)
         except Exception as error:  # a failed step fails its rows, never the server
             log.exception("generation step failed")
             running = self._active.sequences if self._active else []
@@ -363,14 +371,18 @@ class Scheduler:
             self._active = None
             self.model.reset()
 
-    def _decode(self, batch: RowBatch) -> RowBatch | None:
+    def _decode(self, batch: RowBatch, admitted: list[Sequence]) -> tuple[RowBatch | None, list[Sequence]]:
+        """One decoding step, and the sequences still to prefill (the engine may take them along in the same pass)."""
         if any(sequence.cancelled for sequence in batch.sequences):
             remaining = self._drop_finished(batch)
             if remaining is None:
-                return None
+                return None, admitted
             batch = remaining
         self._observe_batch(len(batch))
-        return self._sample_and_advance(batch, self.model.decode(batch))
+        joined = self.model.decode_joining(batch, admitted) if admitted else None
+        if joined is not None:
+            return self._sample_and_advance(*joined), []
+        return self._sample_and_advance(batch, self.model.decode(batch)), admitted
 
     def _join(self, sequences: list[Sequence]) -> None:
         fresh = self._sample_and_advance(*self.model.prefill(sequences))

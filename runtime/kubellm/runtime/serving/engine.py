@@ -117,6 +117,10 @@ class ServingEngine(ABC):
     def decode(self, batch: RowBatch) -> torch.Tensor:
         """One decoding step for every row of the batch: the logits of each row."""
 
+    def decode_joining(self, batch: RowBatch, sequences: list[Sequence]) -> tuple[RowBatch, torch.Tensor] | None:
+        """Decode ``batch`` and prefill ``sequences`` in one pass, if this engine can (this one cannot)."""
+        return None
+
 
 class Engine(ServingEngine):
     """A transformers model ready to prefill and decode batches."""

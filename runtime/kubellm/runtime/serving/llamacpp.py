@@ -10,9 +10,10 @@ continues to gain from batching (``benchmarks/results``).
   (at most :data:`MAX_CONTEXT` tokens); a sequence joins the batch only when its prompt plus its
   ``max_tokens`` fit in what the running ones reserved, so the cache never overflows: a request
   waits for room instead.
-- The prompts admitted together are prefilled in one call (in pieces of :data:`BATCH_TOKENS`
-  tokens); every decoding step is one call for all rows; the logits come back as a tensor for the
-  shared sampler.
+- Every decoding step is one call for all rows, and the prompts admitted at that step ride along
+  in the same call (in pieces of :data:`BATCH_TOKENS` tokens): a pass reads the weights once for
+  both, where prefilling apart cost a fifth of the time at 16 clients. The logits come back as a
+  tensor for the shared sampler.
 - The tokenizer is transformers' reading of the same file, so token ids, chat templates and text
   are those of the transformers engine on the same model.
 """
@@ -200,24 +201,38 @@ class LlamaCppEngine(ServingEngine):
 
     def prefill(self, sequences: list[Sequence]) -> tuple[LlamaBatch, torch.Tensor]:
         """Run every prompt in one call (each under its own id); the logits of each prompt's last token."""
-        tokens = [
-            _Token(self._seq_id(sequence), position, token, position == len(sequence.prompt_ids) - 1)
-            for sequence in sequences
-            for position, token in enumerate(sequence.prompt_ids)
-        ]
-        logits = self._context.run(tokens)
-        positions = [len(sequence.prompt_ids) - 1 for sequence in sequences]
-        last = [sequence.prompt_ids[-1] for sequence in sequences]
-        return LlamaBatch(list(sequences), positions, last, self), torch.from_numpy(logits)
+        logits = self._context.run(self._prompt_tokens(sequences))
+        return self._fresh(sequences), torch.from_numpy(logits)
 
     def decode(self, batch: RowBatch) -> torch.Tensor:
         """One decoding step for every row, in one call."""
         assert isinstance(batch, LlamaBatch)
-        tokens = [
+        return torch.from_numpy(self._context.run(self._next_tokens(batch)))
+
+    def decode_joining(self, batch: RowBatch, sequences: list[Sequence]) -> tuple[LlamaBatch, torch.Tensor]:
+        """The rows' next tokens and the new prompts in one call: one pass over the weights instead of two."""
+        assert isinstance(batch, LlamaBatch)
+        logits = self._context.run([*self._next_tokens(batch), *self._prompt_tokens(sequences)])
+        return batch.joined(self._fresh(sequences)), torch.from_numpy(logits)
+
+    def _prompt_tokens(self, sequences: list[Sequence]) -> list[_Token]:
+        """Every prompt token under its sequence's id; logits only for each prompt's last one."""
+        return [
+            _Token(self._seq_id(sequence), position, token, position == len(sequence.prompt_ids) - 1)
+            for sequence in sequences
+            for position, token in enumerate(sequence.prompt_ids)
+        ]
+
+    def _next_tokens(self, batch: LlamaBatch) -> list[_Token]:
+        return [
             _Token(self._seq_id(sequence), position, token, True)
             for sequence, position, token in zip(batch.sequences, batch.positions, batch.next_tokens, strict=True)
         ]
-        return torch.from_numpy(self._context.run(tokens))
+
+    def _fresh(self, sequences: list[Sequence]) -> LlamaBatch:
+        """Prefilled sequences as a batch: each at its prompt's last token, whose logits were just computed."""
+        positions = [len(sequence.prompt_ids) - 1 for sequence in sequences]
+        return LlamaBatch(list(sequences), positions, [sequence.prompt_ids[-1] for sequence in sequences], self)
 
     def _seq_id(self, sequence: Sequence) -> int:
         owned = self._owners.get(sequence)
