@@ -14,10 +14,13 @@ from __future__ import annotations
 import gc
 import math
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from benchmarks.bandwidth import read_bandwidth
 from benchmarks.chat_decode import Reply, streamed_chat
@@ -28,6 +31,7 @@ from benchmarks.load import NO_CACHE, LoadResult, run_load, timed_requests
 from benchmarks.processes import ServerFailedError, free_port, running_server
 
 __all__ = [
+    "ANSWER_TOKENS",
     "FP32",
     "FP32_EVERY_CORE",
     "FULL",
@@ -35,15 +39,19 @@ __all__ = [
     "LLAMA_F32",
     "LLAMA_Q4",
     "LLAMA_Q8",
+    "QUESTIONS",
     "QUICK",
     "InProcess",
     "Plan",
     "Served",
+    "accuracy",
+    "correct",
     "forced_agreement",
     "level_jobs",
     "measure_bandwidth",
     "measure_engine",
     "measure_in_process",
+    "question_set",
     "story_prompts",
 ]
 
@@ -81,6 +89,7 @@ class Plan:
     overhead_tokens: int
     agreement_prompts: int
     agreement_tokens: int
+    questions: int
     bandwidth_gib: float
     bandwidth_repeats: int
 
@@ -102,6 +111,7 @@ FULL = Plan(
     overhead_tokens=64,
     agreement_prompts=16,
     agreement_tokens=64,
+    questions=64,
     bandwidth_gib=2.0,
     bandwidth_repeats=5,
 )
@@ -117,6 +127,7 @@ QUICK = Plan(
     overhead_tokens=16,
     agreement_prompts=4,
     agreement_tokens=16,
+    questions=8,
     bandwidth_gib=0.5,
     bandwidth_repeats=2,
 )
@@ -230,16 +241,45 @@ class InProcess:
     """Percent of positions where int8's next-token choice equals fp32's on fp32's own output."""
     per_token: list[tuple[float, int]]
     """In-process ``generate``, one prompt at a time: (seconds, tokens); the server's prompts and lengths."""
+    accuracy: dict[str, float] = field(default_factory=dict)
+    """fp32 / int8 / llamacpp -> percent of the question set answered correctly (greedy, in-process)."""
 
 
-def _engine(source: str, quantization: str) -> Any:
+def _engine(source: str, quantization: str, engine: str = "transformers") -> Any:
     from kubellm.contract.schema import ModelSource  # noqa: PLC0415
     from kubellm.contract.serving import ServingConfig  # noqa: PLC0415
     from kubellm.runtime.serving.engine import load_engine  # noqa: PLC0415
     from kubellm.runtime.serving.settings import ServerSettings  # noqa: PLC0415
 
-    serving = ServingConfig.model_validate({"quantization": quantization})
+    serving = ServingConfig.model_validate({"quantization": quantization, "engine": engine})
     return load_engine(ServerSettings(model=ModelSource(uri=source), serving=serving))
+
+
+QUESTIONS = Path(__file__).resolve().parents[1] / "examples" / "promptexperiment.yaml"
+"""The question set: the example PromptExperiment's rows (short factual questions with one-word answers)."""
+ANSWER_TOKENS = 16
+
+
+def question_set() -> list[tuple[str, str]]:
+    """(question, expected answer) of every row of the example PromptExperiment's dataset."""
+    documents = [doc for doc in yaml.safe_load_all(QUESTIONS.read_text(encoding="utf-8")) if doc]
+    spec = next(doc["spec"] for doc in documents if doc.get("kind") == "PromptExperiment")
+    return [(str(row["input"]), str(row["expected"])) for row in spec["dataset"]["rows"]]
+
+
+def correct(answer: str, expected: str) -> bool:
+    """Whether the answer contains the expected one as a word (case and punctuation aside)."""
+    words = re.findall(r"[\w.]+", answer.lower())
+    return expected.lower() in {word.strip(".") for word in words}
+
+
+def accuracy(engine: Any, questions: list[tuple[str, str]]) -> float:
+    """Percent of ``questions`` the engine answers correctly: greedy, as a chat, all at once through its scheduler."""
+    prompts = [engine.render_chat([{"role": "user", "content": question}]) for question, _ in questions]
+    outputs = scheduler_run(engine, [(prompt, ANSWER_TOKENS) for prompt in prompts], 8)[1]
+    answers = [engine.detokenize(ids) for ids in outputs]
+    hits = sum(correct(answer, expected) for answer, (_, expected) in zip(answers, questions, strict=True))
+    return hits / len(questions) * 100
 
 
 def forced_agreement(reference: Any, other: Any, prompts: list[list[int]], outputs: list[list[int]]) -> float:
@@ -260,7 +300,7 @@ def forced_agreement(reference: Any, other: Any, prompts: list[list[int]], outpu
     return same / max(1, total)
 
 
-def _int8_figures(source: str, plan: Plan) -> tuple[dict[str, int], float, float]:
+def _int8_figures(source: str, plan: Plan) -> tuple[dict[str, int], float, float, dict[str, float]]:
     from benchmarks.quantization import agreement  # noqa: PLC0415
 
     jobs = [(prompt, plan.agreement_tokens) for prompt in story_prompts(plan.agreement_prompts)]
@@ -270,7 +310,10 @@ def _int8_figures(source: str, plan: Plan) -> tuple[dict[str, int], float, float
     prompts = [fp32.encode(prompt) for prompt, _ in jobs]
     forced = forced_agreement(fp32, int8, prompts, reference)
     weights = {"fp32": int(fp32.info.weight_bytes), "int8": int(int8.info.weight_bytes)}
-    return weights, agreement(reference, quantized) * 100, forced * 100
+    questions = question_set()[: plan.questions]
+    accuracies = {"fp32": accuracy(fp32, questions), "int8": accuracy(int8, questions)}
+    accuracies["llamacpp"] = accuracy(_engine(source, "none", "llamacpp"), questions)
+    return weights, agreement(reference, quantized) * 100, forced * 100, accuracies
 
 
 def _generate_per_token(source: str, plan: Plan, lengths: list[int]) -> list[tuple[float, int]]:
@@ -293,8 +336,8 @@ def measure_bandwidth(plan: Plan) -> float:
 
 def measure_in_process(source: str, plan: Plan, server_lengths: list[int], bandwidth: float) -> InProcess:
     """int8 figures, then in-process generate (each model freed before the next), with the measured bandwidth."""
-    weights, agreed, forced = _int8_figures(source, plan)
+    weights, agreed, forced, accuracies = _int8_figures(source, plan)
     gc.collect()
     per_token = _generate_per_token(source, plan, server_lengths) if server_lengths else []
     gc.collect()
-    return InProcess(bandwidth, weights, agreed, forced, per_token)
+    return InProcess(bandwidth, weights, agreed, forced, per_token, accuracies)

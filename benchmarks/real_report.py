@@ -13,6 +13,7 @@ from typing import Any
 from benchmarks.bandwidth import batch1_bound
 from benchmarks.figures import Cell, Check, FamilyResult, Plot, RunOptions, Table, Target, median, percentile, ratio
 from benchmarks.real_measure import (
+    ANSWER_TOKENS,
     FP32,
     FP32_EVERY_CORE,
     INT8,
@@ -155,7 +156,27 @@ def _int8_checks(served: dict[str, Served], local: InProcess, clients: int, quic
             "int8 greedy tokens agreeing with fp32 (free-running)", local.agreement, "%", None if quick else Target(95)
         ),
         Check("int8 next-token choices agreeing with fp32 (fed fp32's output)", local.forced_agreement, "%"),
+        _accuracy_check(local, "int8", None if quick else Target(2.0, at_least=False)),
+        _accuracy_check(local, "llamacpp", None),
     ]
+
+
+def _accuracy_check(local: InProcess, name: str, target: Target | None) -> Check:
+    """Points of the question set lost against fp32 (negative: more answered correctly)."""
+    ours, fp32 = local.accuracy.get(name), local.accuracy.get("fp32")
+    label = "int8" if name == "int8" else f"{KUBELLM_LLAMACPP} (Q4_1 file)"
+    return Check(
+        figure=f"accuracy lost against fp32 on the question set: {label}",
+        value=None if ours is None or fp32 is None else fp32 - ours,
+        unit=" points",
+        target=target,
+        ours=ours,
+        peer_name="fp32",
+        peer=fp32,
+        raw_unit="% correct",
+        why_missing="" if ours is not None else "not measured",
+        ours_name=label,
+    )
 
 
 def overhead_ms(served: Served, local: InProcess) -> tuple[float, float]:
@@ -267,6 +288,9 @@ def _int8_table(served: dict[str, Served], local: InProcess, levels: tuple[int, 
         ["weights MiB", weights["fp32"] / 2**20, weights["int8"] / 2**20, weights["int8"] / weights["fp32"], None]
     )
     rows.append(["peak RSS MiB", _nan_none(fp32.peak_rss_mib), _nan_none(int8.peak_rss_mib), None, None])
+    correct = local.accuracy
+    if correct:
+        rows.append(["question set, % correct", correct.get("fp32"), correct.get("int8"), None, None])
     columns = ["figure", "kubellm serve fp32", "kubellm serve int8", "int8 / fp32", LLAMA_Q8]
     return Table("int8 against fp32", columns, rows)
 
@@ -335,6 +359,8 @@ def _workload(plan: Plan, options: RunOptions, llama_threads: int) -> str:
         f"(at least one per client); at each level the first {plan.baseline_requests} of them one at a time on the "
         f"same server is the sequential baseline. int8 and llama.cpp Q8_0 at {', '.join(map(str, plan.int8_levels))} "
         f"clients. Agreement: {plan.agreement_prompts} prompts, {plan.agreement_tokens} greedy tokens, in-process. "
+        f"Accuracy: the first {plan.questions} questions of the example PromptExperiment (one-word answers), asked "
+        f"as chats, greedy, {ANSWER_TOKENS} tokens, in-process; correct when the answer contains the expected word. "
         f"Overhead: {plan.overhead_prompts} prompts of {plan.overhead_tokens} tokens one at a time, non-streamed, "
         "against in-process generate asked for as many tokens. "
         f"Bandwidth, before any server starts: best of {plan.bandwidth_repeats} sums of a {plan.bandwidth_gib:g} GiB "
@@ -371,6 +397,7 @@ def _data(served: dict[str, Served], local: InProcess, skipped: dict[str, str]) 
         "weight_bytes": local.weight_bytes,
         "agreement_percent": local.agreement,
         "forced_agreement_percent": local.forced_agreement,
+        "question_set_percent_correct": local.accuracy,
         "bound_tokens_per_second": bound_tps(local),
     }
     return {"engines": engines, "skipped": skipped, "in_process": local_figures}

@@ -29,8 +29,10 @@ from benchmarks.real_measure import (
     QUICK,
     InProcess,
     Served,
+    correct,
     level_jobs,
     measure_engine,
+    question_set,
 )
 from benchmarks.real_report import BOUND, best_llama_cpp, bound_tps, result
 from benchmarks.report import write_results
@@ -73,6 +75,7 @@ LOCAL = InProcess(
     agreement=90.0,
     forced_agreement=99.0,
     per_token=[(1.0, 10)],
+    accuracy={"fp32": 50.0, "int8": 46.875, "llamacpp": 51.5625},
 )
 
 
@@ -137,10 +140,25 @@ def test_targets_are_judged_with_margins() -> None:
     assert engine_versus_llama.met is True
     assert checks[f"throughput at 16 clients: {KUBELLM_LLAMACPP} / {FP32}"].value == pytest.approx(1.8)
     assert checks[f"batch-1 decode: {KUBELLM_LLAMACPP} / {LLAMA_Q4}"].value == pytest.approx(0.8)
+    lost = checks["accuracy lost against fp32 on the question set: int8"]
+    assert lost.value == pytest.approx(3.125)  # 2 of 64 questions: more than the 2 points allowed
+    assert lost.met is False
+    engine_lost = checks[f"accuracy lost against fp32 on the question set: {KUBELLM_LLAMACPP} (Q4_1 file)"]
+    assert engine_lost.value == pytest.approx(-1.5625)
     overhead = checks["batch-1 overhead of kubellm serve fp32 over in-process generate (per token, median)"]
     assert overhead.value == pytest.approx(5.0)
     assert overhead.target == Target(10.0, at_least=False)
     assert overhead.met is True
+
+
+def test_the_question_set_is_the_example_experiment_s_rows_and_answers_are_matched_as_words() -> None:
+    questions = question_set()
+    assert len(questions) == 64
+    assert questions[0] == ("What is the capital of France?", "Paris")
+    assert correct("The capital of France is Paris.", "Paris")
+    assert correct("paris", "Paris")
+    assert not correct("Parisian food", "Paris")
+    assert correct("It is 3.14", "3.14")
 
 
 def test_best_llama_cpp_is_the_fastest_at_the_level() -> None:
