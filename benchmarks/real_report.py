@@ -370,7 +370,7 @@ def _workload(plan: Plan, options: RunOptions, llama_threads: int) -> str:
 
 NOTES = [
     "llama-cpp-python's server runs one request at a time: concurrent requests queue, none are batched together.",
-    "kubellm serve runs with its default settings: at most 8 sequences decoded together (maxBatchSize), with either "
+    "kubellm serve runs with its default settings: at most 32 sequences decoded together (maxBatchSize), with either "
     "engine; with `--engine llamacpp` the forward passes run in llama.cpp (the same library as llama-cpp-python's "
     "server), batched by kubellm's scheduler.",
     "Time to first token is the first streamed chunk that carries text, seen by the client.",

@@ -88,7 +88,12 @@ class GenerationLimits(ConfigModel):
         le=100_000,
         description="Requests waiting for a slot per replica; beyond it the server answers 429.",
     )
-    max_batch_size: int = Field(default=8, ge=1, le=1024, description="Sequences decoded together in one batch.")
+    max_batch_size: int = Field(
+        default=32,
+        ge=1,
+        le=1024,
+        description="Sequences decoded together in one batch (default: as many as maxConcurrent's default).",
+    )
     batch_wait_ms: int = Field(
         default=5, ge=0, le=1000, description="Milliseconds to wait for more requests before starting a batch."
     )

@@ -99,7 +99,7 @@ def test_every_flag_is_documented_by_the_field_it_sets() -> None:
     command.add_arguments(parser)
     helps = {action.dest: action.help or "" for action in parser._actions}
     assert helps["quantization"].startswith("Weight precision: none (as stored)")  # ServingConfig's description
-    assert helps["max_batch_size"].startswith("Sequences decoded together in one batch.")
+    assert helps["max_batch_size"].startswith("Sequences decoded together in one batch")
     assert "KUBELLM_MAX_BATCH_SIZE" in helps["max_batch_size"]
     assert "api_keys" not in helps and "redis_password" not in helps  # secrets: environment only
 
