@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from kubellm.runtime.models.gguf import is_gguf, read_gguf_header
 from kubellm.runtime.models.sources import ModelSourceError, PathSource, parse_source
 from kubellm.runtime.serving.batching import RowBatch, Sequence
 from kubellm.runtime.serving.engine import EngineInfo, ServingEngine, log_loaded
-from kubellm.runtime.serving.settings import ServerSettings
+from kubellm.runtime.serving.settings import ServerSettings, default_torch_threads
 
 __all__ = ["BATCH_TOKENS", "MAX_CONTEXT", "LlamaBatch", "LlamaCppEngine", "load_llamacpp_engine"]
 
@@ -256,7 +255,7 @@ def load_llamacpp_engine(settings: ServerSettings) -> LlamaCppEngine:
     path = _gguf_path(uri, settings.model.revision)
     header = read_gguf_header(uri, path)  # a complete file of an architecture the tokenizer side reads
     _check_installed()
-    threads = settings.torch_threads or max(1, len(os.sched_getaffinity(0)))
+    threads = settings.torch_threads or default_torch_threads()
     sequences = settings.serving.limits.max_batch_size
     context = _Context(path, threads=threads, sequences=sequences)
     tokenizer = _tokenizer(path)
